@@ -1,0 +1,1 @@
+"""Command-line tools of fairseq_exporter (console entry points)."""

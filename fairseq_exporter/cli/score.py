@@ -1,0 +1,319 @@
+"""Score ``fairseq-generate`` output: ASR WER, translation BLEU/chrF, paired bootstrap.
+
+Reads what ``fairseq-generate`` prints (its stdout, or ``generate-<subset>.txt`` under
+``--results-path``) for the coupled speech-translation task: ``S-`` reference
+transcript, ``A-`` ASR 1-best transcript, ``T-`` reference translation and ``D-``/``H-``
+hypotheses. Given a second file, it compares SYSTEM with BASELINE through sacrebleu's
+paired bootstrap resampling, the test behind ``sacrebleu --paired-bs``::
+
+    fairseq-exporter-score SYSTEM.txt [BASELINE.txt] [--json OUT.json]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import editdistance
+from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.significance import PairedTest
+
+# "<kind>-<id>\t<text>"; any other line (logging, the closing BLEU summary, P- scores)
+# is noise to us.
+_LINE = re.compile(r"^([SATHD])-(\d+)\t(.*)$")
+_FIELDS = {"S": "source", "A": "asr", "T": "reference", "H": "hypothesis",
+           "D": "detok_hypothesis"}
+# Display names sacrebleu gives the default BLEU and chrF configurations.
+_LABELS = {"bleu": "BLEU", "chrf": "chrF2"}
+
+
+class ScoreError(Exception):
+    """A generate output that cannot be scored; the message names the file."""
+
+
+@dataclass
+class GenerateRecord:
+    """What fairseq-generate printed for one sample id (its first hypothesis only)."""
+
+    source: Optional[str] = None  # S-: reference transcript
+    asr: Optional[str] = None  # A-: ASR 1-best transcript
+    reference: Optional[str] = None  # T-: reference translation
+    hypothesis: Optional[str] = None  # H-: in the target dictionary's tokenization
+    detok_hypothesis: Optional[str] = None  # D-: the same, detokenized
+
+    @property
+    def output(self) -> Optional[str]:
+        """The hypothesis to score: the detokenized one when fairseq printed it."""
+        if self.detok_hypothesis is not None:
+            return self.detok_hypothesis
+        return self.hypothesis
+
+
+def read_generate_output(path: str) -> Dict[int, GenerateRecord]:
+    """Parse fairseq-generate output into ``{sample id: GenerateRecord}``.
+
+    With ``--nbest`` > 1 fairseq prints several H-/D- lines per id, best first: only
+    the first is kept. Raises ScoreError when the file cannot be read.
+    """
+    records: Dict[int, GenerateRecord] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                match = _LINE.match(line.rstrip("\n"))
+                if match is None:
+                    continue
+                kind, sample_id, text = match.groups()
+                if kind in "HD":
+                    text = text.partition("\t")[2]  # drop the "<score>\t" prefix
+                record = records.setdefault(int(sample_id), GenerateRecord())
+                field = _FIELDS[kind]
+                if getattr(record, field) is None:
+                    setattr(record, field, text)
+    except OSError as e:
+        raise ScoreError(f"{path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ScoreError(f"{path}: not UTF-8 text ({e.reason})") from e
+    return records
+
+
+@dataclass
+class Corpus:
+    """The scorable content of one generate output, in sample-id order."""
+
+    path: str
+    ids: List[int]
+    hypotheses: List[str]
+    references: List[str]
+    transcripts: Optional[List[str]]  # S-; None when the file has no A- lines
+    asr: Optional[List[str]]
+
+
+def load_corpus(path: str) -> Corpus:
+    """Read a generate output and check that every sample can be scored."""
+    records = read_generate_output(path)
+    if not any(r.output is not None for r in records.values()):
+        raise ScoreError(f"{path}: no D- or H- lines; is this fairseq-generate output?")
+    has_asr = any(r.asr is not None for r in records.values())
+    ids = sorted(records)
+    for i in ids:
+        record = records[i]
+        if record.output is None:
+            raise ScoreError(f"{path}: id {i} has no D- or H- hypothesis")
+        if record.reference is None:
+            raise ScoreError(f"{path}: id {i} has a hypothesis but no T- reference")
+        # A WER over a subset of the samples would not be comparable across files.
+        if has_asr and (record.asr is None or record.source is None):
+            raise ScoreError(f"{path}: id {i} lacks its S- or A- line, needed for WER")
+    return Corpus(
+        path=path,
+        ids=ids,
+        hypotheses=[records[i].output for i in ids],
+        references=[records[i].reference for i in ids],
+        transcripts=[records[i].source for i in ids] if has_asr else None,
+        asr=[records[i].asr for i in ids] if has_asr else None,
+    )
+
+
+def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Corpus-level WER in %: word edits summed over sentences / reference words.
+
+    Words are whitespace-separated and compared as they are (case and punctuation
+    count), so refs and hyps must be normalized alike.
+    """
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    ref_words = [ref.split() for ref in refs]
+    n_words = sum(len(words) for words in ref_words)
+    if n_words == 0:
+        raise ValueError("the references have no words")
+    edits = sum(editdistance.eval(words, hyp.split()) for words, hyp in zip(ref_words, hyps))
+    return 100.0 * edits / n_words
+
+
+def _metrics():
+    # Fresh instances each time: a sacrebleu metric keeps state from its last call.
+    return {"bleu": BLEU(), "chrf": CHRF()}
+
+
+def score_corpus(corpus: Corpus) -> dict:
+    """n, WER (None without A- lines), BLEU, chrF and their sacrebleu signatures."""
+    scores = {"path": corpus.path, "n": len(corpus.ids), "wer": None}
+    if corpus.asr is not None:
+        try:
+            scores["wer"] = corpus_wer(corpus.transcripts, corpus.asr)
+        except ValueError as e:
+            raise ScoreError(f"{corpus.path}: cannot compute WER: {e}") from e
+    for key, metric in _metrics().items():
+        scores[key] = metric.corpus_score(corpus.hypotheses, [corpus.references]).score
+        scores[f"signature_{key}"] = metric.get_signature().format()
+    return scores
+
+
+def check_same_references(system: Corpus, baseline: Corpus):
+    """A paired test needs both files to translate the same samples against the same
+    references; raise ScoreError naming the first id where they differ."""
+    system_refs = dict(zip(system.ids, system.references))
+    baseline_refs = dict(zip(baseline.ids, baseline.references))
+    for i in sorted(system_refs.keys() | baseline_refs.keys()):
+        if i not in baseline_refs:
+            raise ScoreError(f"{baseline.path}: id {i} is missing (present in {system.path})")
+        if i not in system_refs:
+            raise ScoreError(f"{system.path}: id {i} is missing (present in {baseline.path})")
+        if system_refs[i] != baseline_refs[i]:
+            raise ScoreError(
+                f"{baseline.path}: the T- reference of id {i} differs from {system.path}"
+            )
+
+
+@contextlib.contextmanager
+def _sacrebleu_seed(seed: int):
+    # PairedTest takes its seed only from this variable (as `sacrebleu --paired-bs`).
+    previous = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(seed)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["SACREBLEU_SEED"]
+        else:
+            os.environ["SACREBLEU_SEED"] = previous
+
+
+def paired_bootstrap(system: Corpus, baseline: Corpus, n_samples: int = 1000,
+                     seed: int = 12345) -> dict:
+    """sacrebleu's paired bootstrap resampling of SYSTEM against BASELINE.
+
+    Per metric key: ``delta`` (SYSTEM - BASELINE), ``p`` (sacrebleu's p-value for the
+    absolute difference arising by chance), ``mean``/``ci`` and ``baseline_mean``/
+    ``baseline_ci`` (bootstrap mean and 95% CI half-width of each system) and
+    ``signature`` (the metric's, plus the resampling settings).
+    """
+    check_same_references(system, baseline)
+    results = {}
+    for key, metric in _metrics().items():
+        with _sacrebleu_seed(seed):
+            test = PairedTest(
+                [("baseline", baseline.hypotheses), ("system", system.hypotheses)],
+                {key: metric}, references=[system.references], test_type="bs",
+                n_samples=n_samples)
+        signatures, columns = test()
+        (name, signature), = signatures.items()
+        baseline_result, system_result = columns[name]
+        results[key] = {
+            "delta": system_result.score - baseline_result.score,
+            "p": system_result.p_value,
+            "mean": float(system_result.mean),
+            "ci": float(system_result.ci),
+            "baseline_mean": float(baseline_result.mean),
+            "baseline_ci": float(baseline_result.ci),
+            "signature": signature.format(),
+        }
+    return results
+
+
+def build_report(system_path: str, baseline_path: Optional[str] = None,
+                 n_samples: int = 1000, seed: int = 12345) -> dict:
+    """All figures as one flat dict for SYSTEM (what ``--json`` writes); with a
+    baseline, its figures under ``"baseline"`` and the paired test's at the top."""
+    system = load_corpus(system_path)
+    report = score_corpus(system)
+    if baseline_path is None:
+        return report
+    baseline = load_corpus(baseline_path)
+    report["baseline"] = score_corpus(baseline)
+    report.update(bootstrap_samples=n_samples, seed=seed)
+    for key, result in paired_bootstrap(system, baseline, n_samples, seed).items():
+        report[f"delta_{key}"] = result["delta"]
+        report[f"p_{key}"] = result["p"]
+        report[f"mean_{key}"] = result["mean"]
+        report[f"ci_{key}"] = result["ci"]
+        report["baseline"][f"mean_{key}"] = result["baseline_mean"]
+        report["baseline"][f"ci_{key}"] = result["baseline_ci"]
+        # The signature that reproduces the test also records samples and seed.
+        report[f"signature_{key}"] = report["baseline"][f"signature_{key}"] = result["signature"]
+    return report
+
+
+def _table(rows: List[List[str]], n_left: int) -> str:
+    """Align columns: the first n_left to the left, numbers to the right."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if c < n_left else cell.rjust(w)
+                  for c, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    )
+
+
+def format_report(report: dict) -> str:
+    """The scores table, the paired test (with a baseline) and the signatures."""
+    rows = [["", "file", "n", "WER", _LABELS["bleu"], _LABELS["chrf"]]]
+    for role, scores in (("system", report), ("baseline", report.get("baseline"))):
+        if scores is not None:
+            wer = "n/a" if scores["wer"] is None else f"{scores['wer']:.2f}"
+            rows.append([role, scores["path"], str(scores["n"]), wer,
+                         f"{scores['bleu']:.2f}", f"{scores['chrf']:.2f}"])
+    parts = [_table(rows, n_left=2)]
+    if "baseline" in report:
+        rows = [["metric", "delta", "p-value", "system 95% CI", "baseline 95% CI"]]
+        for key, label in _LABELS.items():
+            rows.append([
+                label, f"{report[f'delta_{key}']:+.2f}", f"{report[f'p_{key}']:.4f}",
+                f"{report[f'mean_{key}']:.2f} +/- {report[f'ci_{key}']:.2f}",
+                f"{report['baseline'][f'mean_{key}']:.2f} +/- "
+                f"{report['baseline'][f'ci_{key}']:.2f}",
+            ])
+        parts.append(f"paired bootstrap resampling, system - baseline "
+                     f"({report['bootstrap_samples']} samples, seed {report['seed']})\n"
+                     + _table(rows, n_left=1))
+    parts.append("\n".join(f"{label} signature: {report[f'signature_{key}']}"
+                           for key, label in _LABELS.items()))
+    return "\n\n".join(parts)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairseq-exporter-score",
+        description="WER of the A- transcripts, BLEU and chrF of the D- (or H-) "
+                    "hypotheses in fairseq-generate output; with BASELINE, a paired "
+                    "bootstrap test of SYSTEM against it.")
+    parser.add_argument("system", metavar="SYSTEM", help="fairseq-generate output")
+    parser.add_argument("baseline", metavar="BASELINE", nargs="?",
+                        help="fairseq-generate output of the system to compare against")
+    parser.add_argument("--json", metavar="OUT", help="also write all figures as JSON")
+    parser.add_argument("--bootstrap-samples", type=_positive_int, default=1000,
+                        help="paired bootstrap resamples (default: %(default)s)")
+    # sacrebleu treats seed 0 as "unseeded", which would make results irreproducible.
+    parser.add_argument("--seed", type=_positive_int, default=12345,
+                        help="seed of the paired bootstrap (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.system, args.baseline, args.bootstrap_samples, args.seed)
+    except ScoreError as e:
+        parser.error(str(e))
+    print(format_report(report))
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            parser.error(f"{args.json}: {e.strerror or e}")
+
+
+if __name__ == "__main__":
+    main()

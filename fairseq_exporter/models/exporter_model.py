@@ -1,0 +1,169 @@
+"""The ``exporter`` model: one fairseq encoder-decoder model that *is* the cascade.
+
+encoder = ASR + 1-best + exporter + MT encoder (``CoupledEncoder``); decoder = the MT
+decoder, unchanged. Its sizes come from the two pretrained checkpoints; only the
+exporter network has options of its own.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoderDecoderModel, register_model
+from omegaconf import open_dict
+
+from fairseq_exporter.models import pretrained
+from fairseq_exporter.models.coupling import CoupledEncoder
+from fairseq_exporter.models.dictionaries import check_same_dictionary, fingerprint
+from fairseq_exporter.models.exporter import EXPORTER_TYPES, build_exporter
+
+logger = logging.getLogger(__name__)
+
+REBUILD_ADVICE = ("Train the ASR with the MT source vocabulary as its target vocabulary "
+                  "(see examples/own_checkpoints.md).")
+
+
+@dataclass
+class ExporterModelConfig(FairseqDataclass):
+    asr_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "fairseq speech_to_text checkpoint (s2t_transformer, "
+                                        "s2t_conformer) whose target vocabulary is the MT source vocabulary"})
+    mt_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "fairseq translation (transformer) checkpoint"})
+    asr_dict: Optional[str] = field(
+        default=None, metadata={"help": "ASR target dictionary file, if the ASR checkpoint's "
+                                        "data dir (task.data + config_yaml) has moved"})
+    mt_data: Optional[str] = field(
+        default=None, metadata={"help": "directory with the MT's dict.{src,tgt}.txt, if the MT "
+                                        "checkpoint's task.data has moved"})
+    exporter_source: ChoiceEnum(["decoder"]) = field(
+        default="decoder", metadata={"help": "what the exporter reads: the ASR attention-decoder "
+                                             "state that predicted each 1-best token"})
+    exporter_type: ChoiceEnum(list(EXPORTER_TYPES)) = field(
+        default="mlp", metadata={"help": "exporter network: linear, mlp, or transformer "
+                                         "(self-attention over tokens + cross-attention to speech frames)"})
+    exporter_hidden_dim: int = field(default=512, metadata={"help": "mlp hidden / transformer model dim"})
+    exporter_layers: int = field(default=1, metadata={"help": "mlp hidden layers / transformer layers"})
+    exporter_heads: int = field(default=4, metadata={"help": "transformer exporter attention heads"})
+    exporter_dropout: float = field(default=0.1, metadata={"help": "exporter dropout"})
+    freeze_asr: bool = field(default=False, metadata={"help": "keep the ASR model fixed (eval mode, "
+                                                              "no gradient step)"})
+    freeze_mt: bool = field(default=False, metadata={"help": "keep the MT model fixed; gradient still "
+                                                             "flows through it (the paper's main case)"})
+    # Filled in when the model is first built, so a saved exporter model rebuilds
+    # without the original checkpoints and refuses foreign dictionaries.
+    pretrained_asr_cfg: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: the ASR model config (JSON)"})
+    pretrained_mt_cfg: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: the MT model config (JSON)"})
+    dictionaries: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: size:hash of the source and target dictionaries"})
+
+
+def _task_dictionary_fingerprints(task):
+    return f"src={fingerprint(task.transcript_dictionary)} tgt={fingerprint(task.target_dictionary)}"
+
+
+def _check_pretrained_dictionaries(cfg, task, asr_part, mt_part):
+    """ASR target vocab == MT source vocab == task source vocab; MT target == task target."""
+    src_name, tgt_name = task.dictionary_files()
+    if cfg.asr_dict:
+        asr_dict_path = cfg.asr_dict
+    else:
+        asr_dict_path = pretrained.asr_dictionary_path(asr_part)
+    asr_dict = pretrained.load_dictionary(
+        asr_dict_path, f"ASR target dictionary (of {asr_part.path})", "pass --asr-dict PATH")
+    mt_src_path, mt_tgt_path = pretrained.mt_dictionary_paths(mt_part, cfg.mt_data)
+    mt_src = pretrained.load_dictionary(
+        mt_src_path, f"MT source dictionary (of {mt_part.path})", "pass --mt-data DIR")
+    mt_tgt = pretrained.load_dictionary(
+        mt_tgt_path, f"MT target dictionary (of {mt_part.path})", "pass --mt-data DIR")
+    check_same_dictionary(asr_dict, f"ASR target dictionary ({asr_part.path}: {asr_dict_path})",
+                          mt_src, f"MT source dictionary ({mt_src_path})", REBUILD_ADVICE)
+    check_same_dictionary(task.transcript_dictionary, f"source dictionary of the data config ({src_name})",
+                          mt_src, f"MT source dictionary ({mt_src_path})",
+                          "Point src_vocab_filename in the config yaml at the MT source dictionary.")
+    check_same_dictionary(task.target_dictionary, f"target dictionary of the data config ({tgt_name})",
+                          mt_tgt, f"MT target dictionary ({mt_tgt_path})",
+                          "Point vocab_filename in the config yaml at the MT target dictionary.")
+
+
+@register_model("exporter", dataclass=ExporterModelConfig)
+class ExporterModel(FairseqEncoderDecoderModel):
+    def __init__(self, cfg, encoder, decoder):
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        for part, frozen in ((self.encoder.asr, cfg.freeze_asr),
+                             (self.encoder.mt_encoder, cfg.freeze_mt),
+                             (self.decoder, cfg.freeze_mt)):
+            if frozen:
+                part.requires_grad_(False)
+        self.train()
+
+    @classmethod
+    def build_model(cls, cfg: ExporterModelConfig, task):
+        asr_state = mt_state = None
+        if cfg.pretrained_asr_cfg is None or cfg.pretrained_mt_cfg is None:
+            asr_part = pretrained.read_checkpoint(cfg.asr_checkpoint, "--asr-checkpoint",
+                                                  pretrained.ASR_TASKS, "--mt-checkpoint")
+            mt_part = pretrained.read_checkpoint(cfg.mt_checkpoint, "--mt-checkpoint",
+                                                 pretrained.MT_TASKS, "--asr-checkpoint")
+            _check_pretrained_dictionaries(cfg, task, asr_part, mt_part)
+            with open_dict(cfg):
+                cfg.pretrained_asr_cfg = asr_part.model_cfg_json
+                cfg.pretrained_mt_cfg = mt_part.model_cfg_json
+                cfg.dictionaries = _task_dictionary_fingerprints(task)
+            asr_state, mt_state = asr_part.state_dict, mt_part.state_dict
+        elif cfg.dictionaries != _task_dictionary_fingerprints(task):
+            src_name, tgt_name = task.dictionary_files()
+            raise ValueError(
+                f"the exporter model was trained with dictionaries {cfg.dictionaries}, but the "
+                f"data config names {src_name} / {tgt_name} "
+                f"({_task_dictionary_fingerprints(task)}); use the config yaml the model was trained with")
+        src_dict, tgt_dict = task.transcript_dictionary, task.target_dictionary
+        asr = pretrained.build_pretrained_model(cfg.pretrained_asr_cfg, None, src_dict, asr_state,
+                                                cfg.asr_checkpoint or "")
+        mt = pretrained.build_pretrained_model(cfg.pretrained_mt_cfg, src_dict, tgt_dict, mt_state,
+                                               cfg.mt_checkpoint or "")
+        mt_dim = mt.encoder.embed_tokens.embedding_dim
+        asr_dec_dim = asr.decoder.output_projection.weight.size(1)
+        asr_enc_dim = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg).encoder_embed_dim
+        exporter = build_exporter(cfg.exporter_type, asr_dec_dim, mt_dim, asr_enc_dim,
+                                  cfg.exporter_hidden_dim, cfg.exporter_layers,
+                                  cfg.exporter_heads, cfg.exporter_dropout)
+        encoder = CoupledEncoder(asr, mt.encoder, exporter, src_dict, task.coupling,
+                                 task.onebest_beam, task.onebest_max_len, cfg.freeze_asr)
+        logger.info(f"exporter cascade: coupling={task.coupling} exporter={cfg.exporter_type} "
+                    f"({sum(p.numel() for p in exporter.parameters()):,} params) "
+                    f"freeze_asr={cfg.freeze_asr} freeze_mt={cfg.freeze_mt}")
+        return cls(cfg, encoder, mt.decoder)
+
+    def train(self, mode: bool = True):
+        # Frozen parts stay in eval mode (no dropout), so the MT model a frozen run
+        # back-propagates through is exactly the MT model that will be deployed.
+        super().train(mode)
+        if self.cfg.freeze_asr:
+            self.encoder.asr.eval()
+        if self.cfg.freeze_mt:
+            self.encoder.mt_encoder.eval()
+            self.decoder.eval()
+        return self
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, src_txt_tokens=None,
+                src_txt_lengths=None, recognition=None, compute_translation: bool = True,
+                compute_asr_reference: bool = False, **unused):
+        encoder_out = self.encoder(src_tokens, src_lengths, src_txt_tokens=src_txt_tokens,
+                                   recognition=recognition)
+        if compute_translation:
+            logits, extra = self.decoder(prev_output_tokens, encoder_out=encoder_out)
+        else:  # L2-only training (stage 1) never needs the MT decoder
+            logits, extra = None, {}
+        extra["coupled"] = encoder_out
+        if compute_asr_reference:  # inside forward, so DDP sees every parameter it uses
+            extra["asr_reference_logits"] = self.encoder.reference_logits(
+                src_txt_tokens, encoder_out["recognition"])
+        return logits, extra
+
+    def max_positions(self):
+        return (self.encoder.max_positions(), self.decoder.max_positions())

@@ -1,0 +1,205 @@
+"""The ``speech_to_text_exporter`` task: fairseq's speech_to_text task, with the source
+transcript in the MT source vocabulary beside the translation, and a
+``fairseq-generate`` that also writes the ASR 1-best (``A-<id>``) and the reference
+transcript (``S-<id>``) of each utterance, so WER is scored from the same run.
+"""
+
+import logging
+import os
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+from fairseq.data import Dictionary, encoders
+from fairseq.data.audio.speech_to_text_joint_dataset import S2TJointDataConfig
+from fairseq.tasks import LegacyFairseqTask, register_task
+from fairseq.tasks.speech_to_text import SpeechToTextTask
+from omegaconf import open_dict
+
+from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator
+from fairseq_exporter.models.coupling import COUPLINGS
+
+logger = logging.getLogger(__name__)
+
+# Written into the model config when the model is first built (see ExporterModelConfig).
+_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries")
+
+
+def _load_dictionary(data: Path, filename, key: str, yaml_path: Path) -> Dictionary:
+    if not filename:
+        raise ValueError(f"{yaml_path} does not set {key}: the exporter task needs both the MT "
+                         "source dictionary (src_vocab_filename) and target dictionary (vocab_filename)")
+    path = data / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{key} of {yaml_path}: {path} does not exist")
+    return Dictionary.load(path.as_posix())
+
+
+@register_task("speech_to_text_exporter")
+class SpeechToTextExporterTask(SpeechToTextTask):
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        parser.add_argument("--coupling", default="exporter", choices=COUPLINGS,
+                            help="how the MT reads the ASR output: exporter (the paper), onebest "
+                                 "(plain cascade: MT looks up the 1-best ids), reference (MT on the "
+                                 "reference transcript: an upper bound). Can differ between "
+                                 "training and fairseq-generate on the same checkpoint")
+        parser.add_argument("--onebest-beam", type=int, default=1, metavar="N",
+                            help="beam of the ASR 1-best search (1 = greedy)")
+        parser.add_argument("--onebest-max-len", type=int, default=200, metavar="N",
+                            help="longest ASR 1-best, in tokens")
+
+    def __init__(self, args, src_dict, tgt_dict):
+        super().__init__(args, tgt_dict)
+        self.data_cfg = S2TJointDataConfig(Path(args.data) / args.config_yaml)
+        self.src_dict = src_dict
+        self.coupling = args.coupling
+        self.onebest_beam = args.onebest_beam
+        self.onebest_max_len = args.onebest_max_len
+        self.src_bpe = self.build_src_bpe()
+        self.src_tokenizer = self.build_src_tokenizer()
+        self._generate_output = None
+
+    @classmethod
+    def setup_task(cls, args, **kwargs):
+        yaml_path = Path(args.data) / args.config_yaml
+        if not yaml_path.is_file():
+            raise FileNotFoundError(f"data config not found: {yaml_path} (--config-yaml under the data dir)")
+        data_cfg = S2TJointDataConfig(yaml_path)
+        src_dict = _load_dictionary(Path(args.data), data_cfg.config.get("src_vocab_filename"),
+                                    "src_vocab_filename", yaml_path)
+        tgt_dict = _load_dictionary(Path(args.data), data_cfg.config.get("vocab_filename"),
+                                    "vocab_filename", yaml_path)
+        logger.info(f"source (transcript) dictionary: {len(src_dict):,} symbols; "
+                    f"target (translation) dictionary: {len(tgt_dict):,} symbols")
+        if getattr(args, "train_subset", None) is not None:
+            if not all(s.startswith("train") for s in args.train_subset.split(",")):
+                raise ValueError('Train splits should be named like "train*".')
+        return cls(args, src_dict, tgt_dict)
+
+    def dictionary_files(self):
+        return (self.data_cfg.config["src_vocab_filename"], self.data_cfg.vocab_filename)
+
+    @property
+    def transcript_dictionary(self):
+        """The MT source vocabulary, which is also the ASR target vocabulary. Not exposed
+        as ``source_dictionary``: fairseq-generate would print the speech features as text."""
+        return self.src_dict
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        self.datasets[split] = ExporterDatasetCreator.from_tsv(
+            root=self.args.data,
+            cfg=self.data_cfg,
+            splits=split,
+            tgt_dict=self.tgt_dict,
+            src_dict=self.src_dict,
+            pre_tokenizer=self.build_tokenizer(self.args),
+            bpe_tokenizer=self.build_bpe(self.args),
+            src_pre_tokenizer=self.src_tokenizer,
+            src_bpe_tokenizer=self.src_bpe,
+            is_train_split=split.startswith("train"),
+            epoch=epoch,
+            seed=self.args.seed,
+        )
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        # fairseq's batch_by_size drops the last batch when its size is not a multiple
+        # of --required-batch-size-multiple (8 by default): fairseq-generate would
+        # silently score a subset of the test set. Evaluation keeps every utterance.
+        if not getattr(dataset, "is_train_split", True):
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, **kwargs)
+
+    def build_src_tokenizer(self):
+        return encoders.build_tokenizer(Namespace(**self.data_cfg.src_pre_tokenizer))
+
+    def build_src_bpe(self):
+        return encoders.build_bpe(Namespace(**self.data_cfg.src_bpe_tokenizer))
+
+    def build_model(self, cfg, from_checkpoint=False):
+        # Skip SpeechToTextTask.build_model: it writes feature sizes into the model
+        # config, which the exporter takes from the ASR checkpoint instead.
+        model = LegacyFairseqTask.build_model(self, cfg, from_checkpoint)
+        # ``cfg`` is the trainer's own model config (fairseq builds from a merged
+        # copy), so this is what makes the stored pretrained configs reach checkpoints.
+        with open_dict(cfg):
+            for key in _STORED_MODEL_FIELDS:
+                cfg[key] = getattr(model.cfg, key)
+        return model
+
+    def build_criterion(self, args):
+        from fairseq import criterions
+
+        return criterions.build_criterion(args, self)
+
+    # ---- generation -------------------------------------------------------------
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        if len(models) != 1:
+            raise ValueError("ensembles of exporter models are not supported (pass one --path)")
+        net_input = sample["net_input"]
+        with torch.no_grad():
+            # One ASR search per batch: its result is both printed and fed to the MT.
+            recognition = models[0].encoder.recognize(**net_input)
+        net_input["recognition"] = recognition
+        hypos = generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
+        self._write_transcripts(sample, recognition.onebest.tokens)
+        return hypos
+
+    def _detokenize_source(self, tokens) -> str:
+        text = self.src_dict.string(tokens)
+        if self.src_bpe is not None:
+            text = self.src_bpe.decode(text)
+        if self.src_tokenizer is not None:
+            text = self.src_tokenizer.decode(text)
+        return text
+
+    def _write_transcripts(self, sample, onebest):
+        if getattr(self.args, "quiet", False):
+            return
+        out = self._generate_output_stream()
+        dataset = self.datasets.get(getattr(self.args, "gen_subset", None))
+        pad = self.src_dict.pad()
+        for i, sample_id in enumerate(sample["id"].tolist()):
+            if isinstance(dataset, ExporterDataset):
+                print(f"S-{sample_id}\t{dataset.src_texts[sample_id]}", file=out)
+            print(f"A-{sample_id}\t{self._detokenize_source(onebest[i][onebest[i].ne(pad)])}", file=out)
+
+    def _generate_output_stream(self):
+        """Where fairseq-generate writes its H-/D- lines: stdout, or with --results-path
+        the file ``generate-{subset}.txt`` it holds open. generate.py gives tasks no
+        handle on that file, and a second ``open()`` would have its own offset and be
+        overwritten, so we write through a duplicate of generate.py's own descriptor,
+        which shares its offset: the lines interleave in order."""
+        if self._generate_output is not None:
+            return self._generate_output
+        results_path = getattr(self.args, "results_path", None)
+        if results_path is None:
+            self._generate_output = sys.stdout
+            return sys.stdout
+        path = os.path.join(results_path, f"generate-{self.args.gen_subset}.txt")
+        fd = _find_open_descriptor(path)
+        if fd is None:
+            path = os.path.join(results_path, f"asr-{self.args.gen_subset}.txt")
+            logger.warning(f"could not find fairseq-generate's output file; writing A-/S- lines to {path}")
+            self._generate_output = open(path, "w", buffering=1, encoding="utf-8")
+        else:
+            self._generate_output = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8")
+        return self._generate_output
+
+
+def _find_open_descriptor(path):
+    try:
+        target = os.stat(path)
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")]
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return fd
+    return None

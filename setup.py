@@ -1,0 +1,43 @@
+"""fairseq_exporter: a fairseq plugin for exporter-coupled cascade speech translation.
+
+torch and fairseq are deliberately not pinned here: the right torch build (CPU/CUDA)
+and fairseq distribution (official fairseq on Python <= 3.10, the ve-fairseq fork on
+3.11) depend on the machine, so `make install` chooses them. `pip install -e .` never
+pulls torchaudio or a CUDA torch.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"',
+                    (Path(__file__).parent / "fairseq_exporter" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="fairseq_exporter",
+    version=version,
+    description="Coupling speech encoders with downstream text models (Chelba & Schalkwyk 2024) as a fairseq plugin",
+    long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    packages=find_packages(include=["fairseq_exporter", "fairseq_exporter.*"]),
+    install_requires=[
+        "numpy",
+        "sacrebleu>=2.0",
+        "editdistance",
+        "sentencepiece",
+        "soundfile",
+        "kaldi-native-fbank",
+        "pyyaml",
+    ],
+    extras_require={
+        "toy": ["espeakng-loader", "matplotlib"],
+        "test": ["pytest"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fairseq-exporter-score = fairseq_exporter.cli.score:main",
+        ],
+    },
+)
