@@ -1,0 +1,85 @@
+"""The plugin as a user meets it: stock fairseq-train / fairseq-generate with
+--user-dir, then fairseq-exporter-score."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+import fairseq_exporter  # noqa: F401  (the checkpoint allowlist)
+from tiny_cascade import run
+
+
+def _train(cascade, user_dir, save_dir, *extra):
+    return run(["fairseq_cli.train", str(cascade["s2t"]), "--user-dir", user_dir,
+                "--task", "speech_to_text_exporter", "--config-yaml", "config_st.yaml",
+                "--train-subset", "train", "--valid-subset", "dev",
+                "--arch", "exporter", "--criterion", "exporter",
+                "--asr-checkpoint", str(cascade["asr"]), "--mt-checkpoint", str(cascade["mt"]),
+                "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000", "--max-update", "4",
+                "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-progress-bar",
+                "--log-format", "simple", "--log-interval", "1", "--num-workers", "0", "--seed", "1",
+                *extra])
+
+
+def _generate(cascade, user_dir, ckpt, results, *extra):
+    return run(["fairseq_cli.generate", str(cascade["s2t"]), "--user-dir", user_dir,
+                "--task", "speech_to_text_exporter", "--config-yaml", "config_st.yaml",
+                "--gen-subset", "test", "--path", str(ckpt), "--beam", "3", "--max-tokens", "4000",
+                "--results-path", str(results), *extra])
+
+
+def _lines(path, prefix):
+    return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
+
+
+def test_train_generate_score_through_the_fairseq_clis(cascade, user_dir, tmp_path):
+    save = tmp_path / "stage2"
+    proc = _train(cascade, user_dir, save, "--freeze-mt", "--asr-weight", "0.5")
+    log = proc.stdout + proc.stderr
+    for key in ("ast_loss=", "l2=", "recovery=", "asr_loss="):
+        assert key in log, f"training log lacks {key}"
+    ckpt = save / "checkpoint_last.pt"
+
+    # the frozen MT model is bit-identical to the MT checkpoint it came from
+    trained = torch.load(ckpt)["model"]
+    mt = torch.load(cascade["mt"])["model"]
+    for k, v in mt.items():
+        mapped = k.replace("encoder.", "encoder.mt_encoder.", 1) if k.startswith("encoder.") else k
+        if mapped in trained:
+            assert torch.equal(trained[mapped], v), k
+    assert sum(k.startswith("encoder.mt_encoder.") for k in trained) > 0
+
+    n_test = len(cascade["s2t"].joinpath("test.tsv").read_text().splitlines()) - 1
+    outputs = {}
+    for coupling in ("exporter", "onebest", "reference"):
+        results = tmp_path / f"gen-{coupling}"
+        _generate(cascade, user_dir, ckpt, results, "--coupling", coupling)
+        out = results / "generate-test.txt"
+        # every utterance: reference transcript, ASR 1-best, reference and hypothesis translation
+        for prefix in ("S-", "A-", "T-", "D-"):
+            assert len(_lines(out, prefix)) == n_test, (prefix, out.read_text()[:2000])
+        outputs[coupling] = out
+    # one ASR: the same 1-best whichever way the MT reads it
+    assert sorted(_lines(outputs["exporter"], "A-")) == sorted(_lines(outputs["onebest"], "A-"))
+
+    score = subprocess.run([sys.executable, "-m", "fairseq_exporter.cli.score", str(outputs["exporter"]),
+                            str(outputs["onebest"]), "--json", str(tmp_path / "score.json")],
+                           capture_output=True, text=True)
+    assert score.returncode == 0, score.stderr
+    figures = json.loads((tmp_path / "score.json").read_text())
+    assert figures["n"] == n_test
+    assert figures["wer"] >= 0 and 0 <= figures["bleu"] <= 100
+    assert "p_bleu" in figures and "BLEU" in score.stdout
+
+
+def test_stage1_trains_only_the_exporter(cascade, user_dir, tmp_path):
+    save = tmp_path / "stage1"
+    proc = _train(cascade, user_dir, save, "--freeze-asr", "--freeze-mt", "--ast-weight", "0")
+    log = proc.stdout + proc.stderr
+    assert "l2=" in log and "ast_loss=" not in log
+    trained = torch.load(save / "checkpoint_last.pt")["model"]
+    asr = torch.load(cascade["asr"])["model"]
+    for k, v in asr.items():
+        assert torch.equal(trained["encoder.asr." + k], v), k

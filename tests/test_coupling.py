@@ -1,0 +1,111 @@
+"""The paper's two structural claims, on real (tiny) fairseq models:
+1. with the exporter output equal to the MT embedding rows of the 1-best, the coupled
+   system *is* the 1-best cascade (translations and scores identical);
+2. a frozen MT model still passes the translation loss's gradient to the ASR model."""
+
+import copy
+from argparse import Namespace
+
+import pytest
+import torch
+from exporter_setup import build, first_batch
+from fairseq import utils
+
+
+def _generate(task, model, sample, beam, recognition):
+    gen_args = Namespace(beam=beam, max_len_a=0, max_len_b=50, min_len=1, prefix_size=0, eos_token=None)
+    generator = task.build_generator([model], gen_args)
+    net_input = dict(sample["net_input"], recognition=recognition)
+    return generator.generate([model], {**sample, "net_input": net_input})
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_exporter_equal_to_embeddings_reproduces_onebest(cascade, beam):
+    torch.manual_seed(0)
+    _, task, model, _ = build(cascade, "--coupling", "exporter")
+    _, _, onebest_model, _ = build(cascade, "--coupling", "onebest")
+    model.eval(), onebest_model.eval()
+    sample = first_batch(task)
+    with torch.no_grad():
+        recognition = model.encoder.recognize(**sample["net_input"])
+    table = model.encoder.embedding_table()
+    # the ideal exporter: exactly the MT's raw embedding rows of the 1-best
+    model.encoder.export = lambda rec: table[rec.onebest.tokens]
+    coupled = _generate(task, model, sample, beam, recognition)
+    plain = _generate(task, onebest_model, sample, beam, recognition)
+    assert len(coupled) == len(sample["id"])
+    for c, p in zip(coupled, plain):
+        assert torch.equal(c[0]["tokens"], p[0]["tokens"])
+        assert torch.equal(c[0]["positional_scores"], p[0]["positional_scores"])
+        assert c[0]["score"] == p[0]["score"]
+
+
+def test_untrained_exporter_changes_translation_scores(cascade):
+    """The guarantee test above must be able to fail: a random exporter differs."""
+    torch.manual_seed(0)
+    _, task, model, _ = build(cascade, "--coupling", "exporter")
+    _, _, onebest_model, _ = build(cascade, "--coupling", "onebest")
+    model.eval(), onebest_model.eval()
+    sample = first_batch(task)
+    with torch.no_grad():
+        recognition = model.encoder.recognize(**sample["net_input"])
+    coupled = _generate(task, model, sample, 1, recognition)
+    plain = _generate(task, onebest_model, sample, 1, recognition)
+    assert any(c[0]["score"] != p[0]["score"] for c, p in zip(coupled, plain))
+
+
+def test_frozen_mt_still_passes_gradient_to_asr(cascade):
+    torch.manual_seed(0)
+    _, task, model, criterion = build(cascade, "--freeze-mt", "--l2-weight", "0")
+    model.train()
+    sample = first_batch(task, split="train", max_sentences=8)
+    mt_before = copy.deepcopy({k: v for k, v in model.state_dict().items()
+                               if k.startswith(("encoder.mt_encoder.", "decoder."))})
+    asr_before = {k: v.clone() for k, v in model.encoder.asr.state_dict().items()}
+    exporter_before = {k: v.clone() for k, v in model.encoder.exporter.state_dict().items()}
+
+    loss, _, log = criterion(model, sample)
+    assert "l2_sum" in log and "ast_loss" in log
+    loss.backward()
+    mt_params = list(model.encoder.mt_encoder.parameters()) + list(model.decoder.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in mt_params)
+    assert not model.decoder.training and not model.encoder.mt_encoder.training
+    asr_grad = sum(float(p.grad.abs().sum()) for p in model.encoder.asr.encoder.parameters()
+                   if p.grad is not None)
+    assert asr_grad > 0, "the translation loss alone must reach the ASR encoder"
+
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer.step()
+    after = model.state_dict()
+    for k, v in mt_before.items():
+        assert torch.equal(after[k], v), f"frozen MT parameter {k} changed"
+    assert any(not torch.equal(v, model.encoder.asr.state_dict()[k]) for k, v in asr_before.items())
+    assert any(not torch.equal(v, model.encoder.exporter.state_dict()[k])
+               for k, v in exporter_before.items())
+
+
+def test_l2_loss_is_mean_squared_distance_to_raw_embedding_rows(cascade):
+    _, task, model, criterion = build(cascade, "--ast-weight", "0")
+    model.eval()
+    sample = first_batch(task, max_sentences=4)
+    with torch.no_grad():
+        _, _, log = criterion(model, sample)
+        rec = model.encoder.recognize(**sample["net_input"])
+        exported = model.encoder.export(rec)
+    tokens = rec.onebest.tokens
+    mask = tokens.ne(task.transcript_dictionary.pad())
+    rows = model.encoder.mt_encoder.embed_tokens.weight[tokens]  # raw, not scaled by embed_scale
+    expected = ((exported - rows) ** 2).sum(-1)[mask].sum()
+    assert log["onebest_tokens"] == int(mask.sum())
+    assert torch.allclose(log["l2_sum"], expected, rtol=1e-5)
+    assert "ast_loss" not in log  # stage 1 never runs the MT decoder
+
+
+def test_frozen_asr_stays_in_eval_mode(cascade):
+    _, _, model, _ = build(cascade, "--freeze-asr", "--freeze-mt")
+    model.train()
+    assert not model.encoder.asr.training and model.encoder.exporter.training
+    assert not any(p.requires_grad for p in model.encoder.asr.parameters())
+    assert all(p.requires_grad for p in model.encoder.exporter.parameters())
+    assert utils.item(sum(p.numel() for p in model.parameters() if p.requires_grad)) == \
+        sum(p.numel() for p in model.encoder.exporter.parameters())
