@@ -19,6 +19,7 @@ from omegaconf import open_dict
 
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator
 from fairseq_exporter.models.coupling import COUPLINGS
+from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                             help="beam of the ASR 1-best search (1 = greedy)")
         parser.add_argument("--onebest-max-len", type=int, default=200, metavar="N",
                             help="longest ASR 1-best, in tokens")
+        parser.add_argument("--eval-bleu", action="store_true",
+                            help="translate the validation set (greedy) and log its BLEU "
+                                 "(use with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric)")
 
     def __init__(self, args, src_dict, tgt_dict):
         super().__init__(args, tgt_dict)
@@ -127,6 +131,9 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         with open_dict(cfg):
             for key in _STORED_MODEL_FIELDS:
                 cfg[key] = getattr(model.cfg, key)
+        if getattr(self.args, "eval_bleu", False):
+            self._valid_generator = self.build_generator([model], Namespace(beam=1, max_len_a=0, max_len_b=200,
+                                                                            min_len=1, prefix_size=0, eos_token=None))
         return model
 
     def build_criterion(self, args):
@@ -134,16 +141,43 @@ class SpeechToTextExporterTask(SpeechToTextTask):
 
         return criterions.build_criterion(args, self)
 
+    # ---- validation BLEU ---------------------------------------------------------
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if getattr(self.args, "eval_bleu", False):
+            hypos, _ = self._translate(self._valid_generator, [model], sample)
+            bpe, tok = self.build_bpe(self.args), self.build_tokenizer(self.args)
+
+            def detok(tokens):
+                text = self.tgt_dict.string(tokens.int().cpu(), escape_unk=True)
+                text = bpe.decode(text) if bpe is not None else text
+                return tok.decode(text) if tok is not None else text
+
+            pad = self.tgt_dict.pad()
+            logging_output.update(bleu_statistics(
+                [detok(h[0]["tokens"]) for h in hypos],
+                [detok(t[t.ne(pad)]) for t in sample["target"]]))
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if getattr(self.args, "eval_bleu", False):
+            log_bleu(logging_outputs)
+
     # ---- generation -------------------------------------------------------------
-    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+    def _translate(self, generator, models, sample, **kwargs):
         if len(models) != 1:
             raise ValueError("ensembles of exporter models are not supported (pass one --path)")
-        net_input = sample["net_input"]
         with torch.no_grad():
             # One ASR search per batch: its result is both printed and fed to the MT.
-            recognition = models[0].encoder.recognize(**net_input)
-        net_input["recognition"] = recognition
-        hypos = generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
+            recognition = models[0].encoder.recognize(**sample["net_input"])
+        net_input = dict(sample["net_input"], recognition=recognition)
+        hypos = generator.generate(models, dict(sample, net_input=net_input), **kwargs)
+        return hypos, recognition
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        hypos, recognition = self._translate(generator, models, sample, prefix_tokens=prefix_tokens,
+                                             constraints=constraints)
         self._write_transcripts(sample, recognition.onebest.tokens)
         return hypos
 
