@@ -1,0 +1,1 @@
+"""The toy study's data: a seeded two-domain grammar, espeak speech, the corpus writer."""

@@ -1,0 +1,406 @@
+"""Generate the toy speech-translation corpus.
+
+    python -m fairseq_exporter.toy.make_corpus --out DIR --seed 1 [--scale quick|full]
+
+Laid out as fairseq's `examples/speech_to_text/prep_mustc_data.py` lays out MuST-C, so what runs
+downstream is what a MuST-C user runs:
+
+    DIR/st/fbank80.zip               uncompressed zip of {id}.npy (frames, 80) log-mel fbank
+    DIR/st/{train,dev,test}.tsv      ST manifests: id audio n_frames src_text tgt_text speaker
+    DIR/st/{train,dev,test}_asr.tsv  ASR manifests (MuST-C prep columns), tgt_text = English
+    DIR/st/config_st.yaml, config_asr.yaml
+    DIR/st/spm_{en,de}.model/.vocab, dict.{en,de}.txt
+    DIR/text/general.{train,valid}.{en,de}    sentencepiece-encoded MT text, general domain
+    DIR/text/task.{train,valid,test}.{en,de}  task domain: train = ST train + text-only pairs,
+                                              valid/test = the ST dev/test sentences
+    DIR/corpus.json                  arguments, sizes, ambiguous words, speakers, durations
+
+Manifests name audio as `fbank80.zip:OFFSET:LENGTH`, relative to the `audio_root` the configs
+set. The speech is the English side spoken by libespeak-ng with several voices, rates and pitches,
+then made harder (reverberation, band limiting, white / pink / brown / babble noise at 0-25 dB
+SNR) so that a small ASR model makes real errors.
+"""
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import struct
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import yaml
+
+from fairseq_exporter.features import SAMPLE_RATE, fbank80, resample
+from fairseq_exporter.toy import grammar
+from fairseq_exporter.toy.espeak import EspeakSynthesizer
+
+SCALES = {
+    # ST utterances per split; general MT pairs; task text-only pairs added to task.train.
+    "quick": dict(train=60, dev=20, test=20, general_train=500, general_valid=50, task_text=100),
+    "full": dict(train=4500, dev=300, test=400, general_train=40000, general_valid=1000,
+                 task_text=3500),
+}
+SPLITS = ("train", "dev", "test")
+# Requested sizes; with ~490 English and ~1800 German word types (inflected, punctuation
+# attached) sentencepiece stops near 480 and 720 pieces, at about 1.4 pieces per word.
+SPM_VOCAB = {"en": 500, "de": 800}
+# fairseq's S2T convention (data_utils.gen_vocab): ids of the four specials, which the fairseq
+# Dictionary adds itself, so spm piece ids equal dictionary ids.
+SPM_SPECIALS = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3)
+SPECIAL_PIECES = {"<s>", "<pad>", "</s>", "<unk>"}
+# Milder than MuST-C's "lb" policy: the toy ASR trains for minutes on short utterances.
+SPECAUGMENT = dict(time_warp_W=0, freq_mask_N=1, freq_mask_F=10, time_mask_N=1, time_mask_T=20,
+                   time_mask_p=0.2)
+
+VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
+          "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4",
+            "+f5", "+klatt", "+klatt2", "+klatt3")
+N_SPEAKERS = 40
+RATE_WPM = (130, 240)
+P_REVERB, RT60_S, DRR_DB = 0.3, (0.15, 0.5), (0.0, 10.0)
+P_LOWPASS, LOWPASS_HZ = 0.2, (2500.0, 4500.0)
+SILENCE_S = (0.05, 0.4)
+PEAK = (0.05, 0.9)
+# Noise kind: (probability, SNR range in dB). Babble is other espeak talkers, close to the
+# target voice, so it is kept weaker.
+NOISES = {"white": (0.2, (5.0, 25.0)), "pink": (0.2, (0.0, 20.0)), "brown": (0.2, (0.0, 20.0)),
+          "babble": (0.4, (10.0, 25.0))}
+COLOR_EXPONENTS = {"white": 0.0, "pink": 0.5, "brown": 1.0}
+N_BABBLE_SOURCES, BABBLE_TALKERS = 16, (3, 6)
+BLOCK = 100  # utterances per worker process
+
+
+@dataclass(frozen=True)
+class Speaker:
+    voice: str  # espeak voice + variant
+    rate: int  # words per minute
+    pitch: int
+    pitch_range: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.voice}/r{self.rate}/p{self.pitch}/pr{self.pitch_range}"
+
+
+def speaker_pool(seed: int):
+    rng = np.random.default_rng([seed, 1])
+    return [Speaker(VOICES[rng.integers(len(VOICES))] + VARIANTS[rng.integers(len(VARIANTS))],
+                    int(rng.integers(*RATE_WPM)), int(rng.integers(25, 76)),
+                    int(rng.integers(20, 91))) for _ in range(N_SPEAKERS)]
+
+
+def speak(tts: EspeakSynthesizer, text: str, speaker: Speaker, rate_factor: float = 1.0):
+    """Clean 16 kHz float speech of `text`."""
+    # The full stop gives the sentence-final fall in pitch.
+    wav = tts.synth(text + ".", speaker.voice, int(speaker.rate * rate_factor), speaker.pitch,
+                    speaker.pitch_range)
+    return resample(wav.astype(np.float32) / 32768, tts.sample_rate, SAMPLE_RATE)
+
+
+def babble_sources(seed: int, speakers):
+    """Sentences by random speakers that babble noise is mixed from."""
+    tts, rng = EspeakSynthesizer(), np.random.default_rng([seed, 2])
+    return [speak(tts, en, speakers[rng.integers(len(speakers))])
+            for en, _ in grammar.generate("general", N_BABBLE_SOURCES, seed + 10_000)]
+
+
+class Acoustics:
+    """Spoken and degraded versions of sentences; noise, reverberation, band limit, rate and
+    gain are drawn from (seed, index), so an utterance does not depend on the others."""
+
+    def __init__(self, seed: int, babble):
+        self.seed, self.babble = seed, babble
+        self.tts = EspeakSynthesizer()
+
+    def utterance(self, index: int, text: str, speaker: Speaker) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 3, index])
+        wav = speak(self.tts, text, speaker, rng.uniform(0.9, 1.15))
+        wav = np.pad(wav, [int(rng.uniform(*SILENCE_S) * SAMPLE_RATE) for _ in range(2)])
+        if rng.random() < P_REVERB:
+            wav = reverberate(wav, rng)
+        if rng.random() < P_LOWPASS:
+            wav = lowpass(wav, rng.uniform(*LOWPASS_HZ))
+        kind = rng.choice(list(NOISES), p=[p for p, _ in NOISES.values()])
+        noise = self.babble_noise(len(wav), rng) if kind == "babble" else colored_noise(
+            len(wav), COLOR_EXPONENTS[kind], rng)
+        snr_db = rng.uniform(*NOISES[kind][1])
+        noise *= np.sqrt(np.mean(wav ** 2) / np.mean(noise ** 2) / 10 ** (snr_db / 10))
+        wav = wav + noise
+        return (wav * (rng.uniform(*PEAK) / np.abs(wav).max())).astype(np.float32)
+
+    def babble_noise(self, n: int, rng) -> np.ndarray:
+        """Several talkers at once, each a random stretch of a looped babble source."""
+        out = np.zeros(n, dtype=np.float32)
+        for _ in range(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)):
+            source = self.babble[rng.integers(len(self.babble))]
+            start = rng.integers(len(source))
+            out += np.resize(np.roll(source, -start), n)
+        return out
+
+
+def _fft_size(n: int) -> int:
+    return 1 << (n - 1).bit_length()  # numpy's FFT is slow on lengths with large prime factors
+
+
+def colored_noise(n: int, exponent: float, rng) -> np.ndarray:
+    """Noise with power spectrum 1/f^(2*exponent): white 0, pink 0.5, brown 1."""
+    size = _fft_size(n)
+    spectrum = rng.standard_normal(size // 2 + 1) + 1j * rng.standard_normal(size // 2 + 1)
+    spectrum[0] = 0.0
+    f = np.arange(size // 2 + 1, dtype=np.float64)
+    f[0] = 1.0
+    return np.fft.irfft(spectrum / f ** exponent, size)[:n].astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rng) -> np.ndarray:
+    """Convolution with a synthetic room: the direct path plus an exponentially decaying noise
+    tail, `DRR_DB` weaker in total energy."""
+    rt60 = rng.uniform(*RT60_S)
+    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    ir *= np.sqrt(10 ** (-rng.uniform(*DRR_DB) / 10) / np.sum(ir[1:] ** 2))
+    ir[0] = 1.0
+    n = len(wav) + len(ir) - 1
+    size = _fft_size(n)
+    out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(ir, size), size)[:n]
+    return out.astype(np.float32)
+
+
+def lowpass(wav: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """Band limiting like a cheap microphone or phone line (8th-order Butterworth magnitude)."""
+    size = _fft_size(len(wav))
+    f = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
+    gain = 1 / np.sqrt(1 + (f / cutoff_hz) ** 16)
+    return np.fft.irfft(np.fft.rfft(wav, size) * gain, size)[:len(wav)].astype(np.float32)
+
+
+def _render_block(block):
+    """Utterances -> [(id, .npy bytes, n_frames, seconds of audio)], in a fresh process."""
+    seed, babble, jobs = block
+    acoustics = Acoustics(seed, babble)
+    rendered = []
+    for index, utt_id, text, speaker in jobs:
+        wav = acoustics.utterance(index, text, speaker)
+        features = fbank80(wav)
+        buffer = io.BytesIO()
+        np.save(buffer, features)
+        rendered.append((utt_id, buffer.getvalue(), features.shape[0], len(wav) / SAMPLE_RATE))
+    return rendered
+
+
+def write_features(zip_path: Path, jobs, seed: int, speakers, workers: int):
+    """Render every job into an uncompressed zip of {id}.npy (fairseq's create_zip layout).
+    Returns {id: (n_frames, seconds)}.
+
+    libespeak-ng carries state from one utterance to the next (pitch flutter phase, gain
+    control), so each block of utterances is spoken by a process forked for it alone from this
+    one, which speaks nothing: the audio depends on neither the number of workers nor the order
+    in which they take the blocks.
+    """
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        babble = pool.apply(babble_sources, (seed, speakers))
+    blocks = [(seed, babble, jobs[i:i + BLOCK]) for i in range(0, len(jobs), BLOCK)]
+    stats, done, started = {}, 0, time.time()
+    with context.Pool(workers, maxtasksperchild=1) as pool, \
+            zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as zf:
+        for rendered in pool.imap(_render_block, blocks):
+            for utt_id, data, n_frames, seconds in rendered:
+                zf.writestr(zipfile.ZipInfo(f"{utt_id}.npy"), data)  # fixed date: same bytes
+                stats[utt_id] = (n_frames, seconds)
+            done += len(rendered)
+            if done % 500 < BLOCK or done == len(jobs):
+                print(f"| audio {done}/{len(jobs)} ({time.time() - started:.1f} s)", flush=True)
+    return stats
+
+
+def zip_manifest(zip_path: Path):
+    """{id: "fbank80.zip:OFFSET:LENGTH"}, the byte range of each .npy inside the zip, as
+    fairseq's data_utils.get_zip_manifest gives it (read here from the local file header)."""
+    manifest = {}
+    with zipfile.ZipFile(zip_path) as zf, open(zip_path, "rb") as raw:
+        for info in zf.infolist():
+            raw.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", raw.read(4))
+            offset = info.header_offset + 30 + name_len + extra_len
+            raw.seek(offset)
+            if raw.read(2) != b"\x93N":
+                raise ValueError(f"{zip_path}: {info.filename} is not a .npy array")
+            manifest[Path(info.filename).stem] = f"{zip_path.name}:{offset}:{info.file_size}"
+    return manifest
+
+
+def train_sentencepiece(lines, prefix: Path, vocab_size: int):
+    """A unigram model and the fairseq dictionary derived from it (data_utils.gen_vocab)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        spm.SentencePieceTrainer.train(
+            input=f.name, model_prefix=str(prefix), model_type="unigram", vocab_size=vocab_size,
+            character_coverage=1.0, hard_vocab_limit=False, num_threads=2, minloglevel=2,
+            **SPM_SPECIALS)
+    model = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
+    return model, [model.id_to_piece(i) for i in range(model.get_piece_size())
+                   if model.id_to_piece(i) not in SPECIAL_PIECES]
+
+
+def write_lines(path: Path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def write_tsv(path: Path, columns, rows):
+    for row in rows:
+        if any("\t" in str(v) or "\n" in str(v) for v in row):
+            raise ValueError(f"{path}: a field of {row[0]} contains a tab or newline")
+    write_lines(path, ["\t".join(columns)] + ["\t".join(map(str, row)) for row in rows])
+
+
+def write_configs(st_dir: Path):
+    st_dir = st_dir.resolve()
+
+    def bpe(lang):
+        return {"bpe": "sentencepiece", "sentencepiece_model": str(st_dir / f"spm_{lang}.model")}
+
+    common = {
+        "input_channels": 1,
+        "input_feat_per_channel": 80,
+        "audio_root": str(st_dir),
+        "specaugment": SPECAUGMENT,
+        "transforms": {"_train": ["utterance_cmvn", "specaugment"], "*": ["utterance_cmvn"]},
+    }
+    configs = {
+        "config_st.yaml": {"vocab_filename": "dict.de.txt", "bpe_tokenizer": bpe("de"),
+                           "src_vocab_filename": "dict.en.txt", "src_bpe_tokenizer": bpe("en")},
+        "config_asr.yaml": {"vocab_filename": "dict.en.txt", "bpe_tokenizer": bpe("en")},
+    }
+    for name, config in configs.items():
+        with open(st_dir / name, "w") as f:
+            yaml.safe_dump({**common, **config}, f, sort_keys=False)
+
+
+def generate_text(seed: int, sizes):
+    """{split or text set: [(en, de)]}. One grammar call per domain keeps the task splits
+    disjoint; general text leaves out every task sentence."""
+    n_speech = sum(sizes[s] for s in SPLITS)
+    task = grammar.generate("task", n_speech + sizes["task_text"], seed)
+    general = grammar.generate("general", sizes["general_train"] + sizes["general_valid"], seed,
+                               exclude={en for en, _ in task})
+    if len(task) < n_speech + sizes["task_text"] or len(general) < sizes["general_train"]:
+        raise SystemExit(f"the grammar gave only {len(task)} task, {len(general)} general pairs")
+    bounds = np.cumsum([0] + [sizes[s] for s in SPLITS])
+    texts = {s: task[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
+    texts["task_text"] = task[n_speech:]
+    texts["general_train"] = general[:sizes["general_train"]]
+    texts["general_valid"] = general[sizes["general_train"]:]
+    return texts
+
+
+def write_vocabularies_and_text(st_dir: Path, text_dir: Path, texts):
+    """spm_{en,de} and dict.{en,de}.txt from the training text of both domains (the MT source
+    vocabulary is also the ASR target vocabulary), then the encoded MT text."""
+    task_train = texts["train"] + texts["task_text"]
+    models = {}
+    for k, lang in enumerate(("en", "de")):
+        models[lang], pieces = train_sentencepiece(
+            [pair[k] for pair in texts["general_train"] + task_train], st_dir / f"spm_{lang}",
+            SPM_VOCAB[lang])
+        write_lines(st_dir / f"dict.{lang}.txt", [f"{piece} 1" for piece in pieces])
+    text_sets = {"general.train": texts["general_train"], "general.valid": texts["general_valid"],
+                 "task.train": task_train, "task.valid": texts["dev"], "task.test": texts["test"]}
+    for name, pairs in text_sets.items():
+        for k, lang in enumerate(("en", "de")):
+            write_lines(text_dir / f"{name}.{lang}",
+                        [" ".join(models[lang].encode(pair[k], out_type=str)) for pair in pairs])
+    return models
+
+
+def write_speech(st_dir: Path, texts, seed: int, workers: int):
+    """fbank80.zip and the ST and ASR manifests; returns the speakers and seconds per split."""
+    speakers = speaker_pool(seed)
+    rng = np.random.default_rng([seed, 4])
+    jobs, rows = [], {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for i, (en, de) in enumerate(texts[split]):
+            utt_id, speaker = f"toy_{split}_{i:05d}", speakers[rng.integers(len(speakers))]
+            jobs.append((len(jobs), utt_id, en, speaker))
+            rows[split].append((utt_id, en, de, speaker.name))
+    zip_path = st_dir / "fbank80.zip"
+    stats = write_features(zip_path, jobs, seed, speakers, workers)
+    audio = zip_manifest(zip_path)
+    seconds = {}
+    for split in SPLITS:
+        write_tsv(st_dir / f"{split}.tsv",
+                  ("id", "audio", "n_frames", "src_text", "tgt_text", "speaker"),
+                  [(u, audio[u], stats[u][0], en, de, spk) for u, en, de, spk in rows[split]])
+        write_tsv(st_dir / f"{split}_asr.tsv", ("id", "audio", "n_frames", "tgt_text", "speaker"),
+                  [(u, audio[u], stats[u][0], en, spk) for u, en, _, spk in rows[split]])
+        seconds[split] = sum(stats[u][1] for u, *_ in rows[split])
+    return speakers, seconds
+
+
+def make_corpus(out: Path, seed: int, scale: str, workers: int):
+    arguments = {"seed": seed, "scale": scale}
+    marker = out / "corpus.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text())["arguments"]
+        if previous == arguments:
+            print(f"| {marker} exists for {arguments}: nothing to do")
+            return
+        raise SystemExit(f"{out} holds a corpus made with {previous}, not {arguments}: "
+                         f"remove it or choose another --out")
+    started = time.time()
+    st_dir, text_dir = out / "st", out / "text"
+    st_dir.mkdir(parents=True, exist_ok=True)
+    text_dir.mkdir(parents=True, exist_ok=True)
+
+    texts = generate_text(seed, SCALES[scale])
+    print(f"| text ({time.time() - started:.1f} s)", flush=True)
+    models = write_vocabularies_and_text(st_dir, text_dir, texts)
+    write_configs(st_dir)
+    print(f"| sentencepiece, MT text, configs ({time.time() - started:.1f} s)", flush=True)
+    speakers, seconds = write_speech(st_dir, texts, seed, workers)
+
+    sizes = {name: len(pairs) for name, pairs in texts.items()}
+    summary = {
+        "arguments": arguments,
+        "sizes": {**{f"st_{s}": sizes[s] for s in SPLITS},
+                  "general_train": sizes["general_train"], "general_valid": sizes["general_valid"],
+                  "task_train": sizes["train"] + sizes["task_text"]},
+        "hours": {s: round(seconds[s] / 3600, 3) for s in SPLITS},
+        "mean_seconds": {s: round(seconds[s] / max(1, sizes[s]), 2) for s in SPLITS},
+        "vocab": {lang: model.get_piece_size() for lang, model in models.items()},
+        "ambiguous": [{"en": a.en, "general": a.general[0], "task": a.task[0], "cue": a.cue[0]}
+                      for a in grammar.AMBIGUOUS],
+        "speakers": [{"name": s.name, **asdict(s)} for s in speakers],
+        "acoustics": {"noise_probability_snr_db": NOISES, "p_reverb": P_REVERB,
+                      "rt60_s": RT60_S, "drr_db": DRR_DB, "p_lowpass": P_LOWPASS,
+                      "lowpass_hz": LOWPASS_HZ, "rate_wpm": RATE_WPM},
+        "generation_seconds": round(time.time() - started, 1),
+    }
+    marker.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    print(f"| wrote {out} in {summary['generation_seconds']} s: {summary['sizes']}, "
+          f"hours {summary['hours']}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="corpus directory")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes synthesizing speech (the output does not depend on it)")
+    args = parser.parse_args(argv)
+    make_corpus(args.out, args.seed, args.scale, args.workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

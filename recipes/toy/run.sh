@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The toy study: does an exporter-coupled cascade beat the 1-best cascade with the MT frozen,
+# and does the gain go away once the MT is adapted to the task? (Chelba & Schalkwyk 2024)
+#
+# Everything is generated from a seed (grammar text, espeak-ng speech), nothing downloaded.
+#   bash recipes/toy/run.sh                     # the whole study (~20 min on 2 CPU cores)
+#   bash recipes/toy/run.sh --scale quick       # a tiny version (the test suite runs it)
+#   bash recipes/toy/run.sh --stage 5 --stop-stage 9   # rerun from a stage; done stages are skipped
+set -euo pipefail
+
+stage=0
+stop_stage=100
+scale=full          # full | quick
+seed=1
+work=work/toy
+results=results/toy
+python=${PYTHON:-}
+
+log() { echo -e "$(date '+%H:%M:%S') [toy] $*"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --scale) scale=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --results) results=$2; shift 2 ;;
+    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+if [ -z "$python" ]; then
+  if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
+fi
+user_dir=$repo/fairseq_exporter
+data=$work/data
+st=$data/st
+mkdir -p "$work/logs" "$work/gen" "$results"
+commands=$work/commands.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+# Sizes. full: the study; quick: every stage in about two minutes.
+if [ "$scale" = full ]; then
+  mt_arch=(--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 192 --decoder-embed-dim 192
+           --encoder-ffn-embed-dim 384 --decoder-ffn-embed-dim 384 --encoder-attention-heads 4 --decoder-attention-heads 4)
+  mt_updates=2500; mt_adapt_updates=400
+  asr_arch=(--encoder-layers 6 --decoder-layers 2 --encoder-embed-dim 144 --decoder-embed-dim 144
+            --encoder-ffn-embed-dim 576 --decoder-ffn-embed-dim 576 --encoder-attention-heads 4
+            --decoder-attention-heads 4 --conv-channels 256)
+  asr_updates=1500
+  stage1_updates=300; stage2_updates=600; valid_every=100
+  max_tokens_mt=4096; max_tokens_st=20000
+  onebest_max_len=60; gen_len=()
+else
+  mt_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
+           --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2)
+  mt_updates=20; mt_adapt_updates=5
+  asr_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
+            --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2
+            --decoder-attention-heads 2 --conv-channels 32)
+  asr_updates=20
+  stage1_updates=4; stage2_updates=4; valid_every=2
+  max_tokens_mt=4096; max_tokens_st=20000
+  onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
+fi
+common=(--no-progress-bar --log-format json --log-interval 50 --seed "$seed" --num-workers 0
+        --no-epoch-checkpoints)
+
+# Run a stock CLI, keep its full log, record the command; on failure show the log's end.
+run() {
+  local name=$1; shift
+  echo "$*" | sed "s#$repo/##g" >> "$commands"
+  if ! "$python" -m "$@" > "$work/logs/$name.log" 2>&1; then
+    tail -n 30 "$work/logs/$name.log" >&2
+    log "FAILED: $name (full log: $work/logs/$name.log)"; exit 1
+  fi
+}
+last_dev() {  # the last dev record of a training log, for the progress line
+  grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
+}
+
+exporter_train() {  # name save_dir mt_checkpoint extra-flags...
+  local name=$1 save=$2 mt=$3; shift 3
+  [ -f "$save/checkpoint_best.pt" ] && { log "  $name: exists, skipped"; return; }
+  run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
+    --task speech_to_text_exporter --config-yaml config_st.yaml \
+    --train-subset train --valid-subset dev \
+    --arch exporter --asr-checkpoint "$work/asr/checkpoint_best.pt" --mt-checkpoint "$mt" \
+    --exporter-type mlp --exporter-hidden-dim 512 \
+    --criterion exporter --label-smoothing 0.1 \
+    --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
+    --clip-norm 10 --max-tokens $max_tokens_st \
+    --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
+    --validate-interval-updates $valid_every --save-interval-updates 1000000 \
+    --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
+  log "  $name: $(last_dev "train-$name")"
+}
+
+evaluate() {  # name checkpoint coupling [baseline-name]
+  local name=$1 ckpt=$2 coupling=$3 baseline=${4:-}
+  local out=$work/gen/$name
+  if [ ! -f "$out/generate-test.txt" ]; then
+    run "generate-$name" fairseq_cli.generate "$st" --user-dir "$user_dir" \
+      --task speech_to_text_exporter --config-yaml config_st.yaml --gen-subset test \
+      --path "$ckpt" --coupling "$coupling" --beam 5 --max-tokens $max_tokens_st --results-path "$out" \
+      --onebest-max-len $onebest_max_len "${gen_len[@]}"
+  fi
+  if [ "$coupling" = exporter ] && [ ! -f "$work/logs/validate-$name.log" ]; then
+    run "validate-$name" fairseq_cli.validate "$st" --user-dir "$user_dir" \
+      --task speech_to_text_exporter --config-yaml config_st.yaml --valid-subset test \
+      --path "$ckpt" --coupling exporter --max-tokens $max_tokens_st --log-format json \
+      --onebest-max-len $onebest_max_len
+  fi
+  local args=("$out/generate-test.txt")
+  [ -n "$baseline" ] && args+=("$work/gen/$baseline/generate-test.txt")
+  run "score-$name" fairseq_exporter.cli.score "${args[@]}" --json "$out/score.json"
+  log "  $name: $(sed -n '2p' "$work/logs/score-$name.log")"
+}
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: corpus (grammar text + espeak-ng speech, fbank, sentencepiece, manifests)"
+  "$python" -m fairseq_exporter.toy.make_corpus --out "$data" --seed "$seed" --scale "$scale"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: general-domain MT (fairseq-preprocess + fairseq-train transformer)"
+  if [ ! -f "$work/mt-bin/dict.en.txt" ]; then
+    run preprocess-mt fairseq_cli.preprocess --source-lang en --target-lang de \
+      --trainpref "$data/text/general.train" --validpref "$data/text/general.valid" \
+      --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-bin" --workers 2
+  fi
+  if [ ! -f "$work/mt/checkpoint_best.pt" ]; then
+    run train-mt fairseq_cli.train "$work/mt-bin" --task translation --arch transformer "${mt_arch[@]}" \
+      --share-decoder-input-output-embed --dropout 0.1 \
+      --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 \
+      --max-tokens $max_tokens_mt --max-update $mt_updates --save-dir "$work/mt" "${common[@]}" \
+      --user-dir "$user_dir"
+    log "  MT: $(grep '| valid |' "$work/logs/train-mt.log" | tail -n 1 | sed 's/.*| valid | //' | cut -c1-160)"
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: ASR on the task speech, targets in the MT source vocabulary (s2t_transformer)"
+  if [ ! -f "$work/asr/checkpoint_best.pt" ]; then
+    run train-asr fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
+      --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
+      --share-decoder-input-output-embed --dropout 0.15 \
+      --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --report-accuracy \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 300 \
+      --clip-norm 10 --max-tokens $max_tokens_st --max-update $asr_updates \
+      --save-dir "$work/asr" "${common[@]}" --user-dir "$user_dir"
+    log "  ASR: $(grep '| dev_asr |' "$work/logs/train-asr.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
+  fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: paper stage 1, the exporter alone (ASR and MT frozen, L2 only)"
+  exporter_train stage1 "$work/stage1" "$work/mt/checkpoint_best.pt" \
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3 --max-update $stage1_updates
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: baselines (1-best cascade, MT on the reference transcript) and stage 1 on the test set"
+  evaluate onebest "$work/stage1/checkpoint_best.pt" onebest
+  evaluate reference "$work/stage1/checkpoint_best.pt" reference onebest
+  evaluate stage1 "$work/stage1/checkpoint_best.pt" exporter onebest
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: paper stage 2, ASR + exporter fine-tuned with the MT frozen"
+  exporter_train stage2 "$work/stage2" "$work/mt/checkpoint_best.pt" \
+    --finetune-from-model "$work/stage1/checkpoint_best.pt" \
+    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4 --max-update $stage2_updates
+  evaluate stage2 "$work/stage2/checkpoint_best.pt" exporter onebest
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: paper stage 3, the MT incrementally trained on the task parallel text"
+  if [ ! -f "$work/mt-task-bin/dict.en.txt" ]; then
+    run preprocess-mt-task fairseq_cli.preprocess --source-lang en --target-lang de \
+      --trainpref "$data/text/task.train" --validpref "$data/text/task.valid" \
+      --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-task-bin" --workers 2
+  fi
+  if [ ! -f "$work/mt-adapted/checkpoint_best.pt" ]; then
+    run train-mt-adapted fairseq_cli.train "$work/mt-task-bin" --task translation --arch transformer "${mt_arch[@]}" \
+      --share-decoder-input-output-embed --dropout 0.1 \
+      --finetune-from-model "$work/mt/checkpoint_best.pt" \
+      --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 \
+      --max-tokens $max_tokens_mt --max-update $mt_adapt_updates --save-dir "$work/mt-adapted" "${common[@]}" \
+      --user-dir "$user_dir"
+  fi
+  exporter_train stage3-exporter "$work/stage3-exporter" "$work/mt-adapted/checkpoint_best.pt" \
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3 --max-update $stage1_updates
+  evaluate adapted-onebest "$work/stage3-exporter/checkpoint_best.pt" onebest
+  exporter_train stage3 "$work/stage3" "$work/mt-adapted/checkpoint_best.pt" \
+    --finetune-from-model "$work/stage3-exporter/checkpoint_best.pt" \
+    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4 --max-update $stage2_updates
+  evaluate stage3 "$work/stage3/checkpoint_best.pt" exporter adapted-onebest
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: results table and plot"
+  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands"
+  log "wrote $results/results.md and $results/curves.png"
+fi
