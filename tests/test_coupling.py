@@ -19,8 +19,9 @@ def _generate(task, model, sample, beam, recognition):
     return generator.generate([model], {**sample, "net_input": net_input})
 
 
-@pytest.mark.parametrize("beam", [1, 4])
-def test_exporter_equal_to_embeddings_reproduces_onebest(cascade, beam):
+def _exporter_and_onebest_models(cascade):
+    """The same checkpoints built with --coupling exporter and --coupling onebest, and one
+    test batch with its ASR recognition (shared, so both couplings see the same 1-best)."""
     torch.manual_seed(0)
     _, task, model, _ = build(cascade, "--coupling", "exporter")
     _, _, onebest_model, _ = build(cascade, "--coupling", "onebest")
@@ -28,6 +29,12 @@ def test_exporter_equal_to_embeddings_reproduces_onebest(cascade, beam):
     sample = first_batch(task)
     with torch.no_grad():
         recognition = model.encoder.recognize(**sample["net_input"])
+    return task, model, onebest_model, sample, recognition
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_exporter_equal_to_embeddings_reproduces_onebest(cascade, beam):
+    task, model, onebest_model, sample, recognition = _exporter_and_onebest_models(cascade)
     table = model.encoder.embedding_table()
     # the ideal exporter: exactly the MT's raw embedding rows of the 1-best
     model.encoder.export = lambda rec: table[rec.onebest.tokens]
@@ -42,13 +49,7 @@ def test_exporter_equal_to_embeddings_reproduces_onebest(cascade, beam):
 
 def test_untrained_exporter_changes_translation_scores(cascade):
     """The guarantee test above must be able to fail: a random exporter differs."""
-    torch.manual_seed(0)
-    _, task, model, _ = build(cascade, "--coupling", "exporter")
-    _, _, onebest_model, _ = build(cascade, "--coupling", "onebest")
-    model.eval(), onebest_model.eval()
-    sample = first_batch(task)
-    with torch.no_grad():
-        recognition = model.encoder.recognize(**sample["net_input"])
+    task, model, onebest_model, sample, recognition = _exporter_and_onebest_models(cascade)
     coupled = _generate(task, model, sample, 1, recognition)
     plain = _generate(task, onebest_model, sample, 1, recognition)
     assert any(c[0]["score"] != p[0]["score"] for c, p in zip(coupled, plain))
