@@ -41,14 +41,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 # Sizes. full: the study; quick: every stage in about two minutes.
 if [ "$scale" = full ]; then
-  mt_arch=(--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 192 --decoder-embed-dim 192
-           --encoder-ffn-embed-dim 384 --decoder-ffn-embed-dim 384 --encoder-attention-heads 4 --decoder-attention-heads 4)
-  mt_updates=2500; mt_adapt_updates=400
-  asr_arch=(--encoder-layers 6 --decoder-layers 2 --encoder-embed-dim 144 --decoder-embed-dim 144
+  mt_arch=(--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128
+           --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4)
+  mt_updates=400; mt_adapt_updates=100
+  asr_arch=(--encoder-layers 4 --decoder-layers 2 --encoder-embed-dim 144 --decoder-embed-dim 144
             --encoder-ffn-embed-dim 576 --decoder-ffn-embed-dim 576 --encoder-attention-heads 4
             --decoder-attention-heads 4 --conv-channels 256)
-  asr_updates=1500
-  stage1_updates=300; stage2_updates=600; valid_every=100
+  asr_updates=1400
+  stage1_updates=120; stage2_updates=300; valid_every=60
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=60; gen_len=()
 else
@@ -75,13 +75,17 @@ run() {
     log "FAILED: $name (full log: $work/logs/$name.log)"; exit 1
   fi
 }
+# A training step is done when its marker for the requested --max-update exists; otherwise
+# fairseq-train resumes from the save dir's checkpoint_last.pt (so raising a max-update extends).
+trained() { [ -f "$1/done-$2" ]; }
+mark_trained() { touch "$1/done-$2"; }
 last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
-exporter_train() {  # name save_dir mt_checkpoint extra-flags...
-  local name=$1 save=$2 mt=$3; shift 3
-  [ -f "$save/checkpoint_best.pt" ] && { log "  $name: exists, skipped"; return; }
+exporter_train() {  # name save_dir mt_checkpoint max_update extra-flags...
+  local name=$1 save=$2 mt=$3 updates=$4; shift 4
+  trained "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml config_st.yaml \
     --train-subset train --valid-subset dev \
@@ -92,7 +96,8 @@ exporter_train() {  # name save_dir mt_checkpoint extra-flags...
     --clip-norm 10 --max-tokens $max_tokens_st \
     --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
     --validate-interval-updates $valid_every --save-interval-updates 1000000 \
-    --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
+    --max-update "$updates" --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
+  mark_trained "$save" "$updates"
   log "  $name: $(last_dev "train-$name")"
 }
 
@@ -129,20 +134,21 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
       --trainpref "$data/text/general.train" --validpref "$data/text/general.valid" \
       --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-bin" --workers 2
   fi
-  if [ ! -f "$work/mt/checkpoint_best.pt" ]; then
+  if ! trained "$work/mt" $mt_updates; then
     run train-mt fairseq_cli.train "$work/mt-bin" --task translation --arch transformer "${mt_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.1 \
       --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
-      --optimizer adam --adam-betas '(0.9, 0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr 3e-3 --lr-scheduler inverse_sqrt --warmup-updates 100 \
       --max-tokens $max_tokens_mt --max-update $mt_updates --save-dir "$work/mt" "${common[@]}" \
       --user-dir "$user_dir"
+    mark_trained "$work/mt" $mt_updates
     log "  MT: $(grep '| valid |' "$work/logs/train-mt.log" | tail -n 1 | sed 's/.*| valid | //' | cut -c1-160)"
   fi
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: ASR on the task speech, targets in the MT source vocabulary (s2t_transformer)"
-  if [ ! -f "$work/asr/checkpoint_best.pt" ]; then
+  if ! trained "$work/asr" $asr_updates; then
     run train-asr fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
       --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.15 \
@@ -150,14 +156,15 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 300 \
       --clip-norm 10 --max-tokens $max_tokens_st --max-update $asr_updates \
       --save-dir "$work/asr" "${common[@]}" --user-dir "$user_dir"
+    mark_trained "$work/asr" $asr_updates
     log "  ASR: $(grep '| dev_asr |' "$work/logs/train-asr.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
   fi
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: paper stage 1, the exporter alone (ASR and MT frozen, L2 only)"
-  exporter_train stage1 "$work/stage1" "$work/mt/checkpoint_best.pt" \
-    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3 --max-update $stage1_updates
+  exporter_train stage1 "$work/stage1" "$work/mt/checkpoint_best.pt" $stage1_updates \
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
@@ -169,9 +176,9 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: paper stage 2, ASR + exporter fine-tuned with the MT frozen"
-  exporter_train stage2 "$work/stage2" "$work/mt/checkpoint_best.pt" \
+  exporter_train stage2 "$work/stage2" "$work/mt/checkpoint_best.pt" $stage2_updates \
     --finetune-from-model "$work/stage1/checkpoint_best.pt" \
-    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4 --max-update $stage2_updates
+    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4
   evaluate stage2 "$work/stage2/checkpoint_best.pt" exporter onebest
 fi
 
@@ -182,7 +189,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --trainpref "$data/text/task.train" --validpref "$data/text/task.valid" \
       --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-task-bin" --workers 2
   fi
-  if [ ! -f "$work/mt-adapted/checkpoint_best.pt" ]; then
+  if ! trained "$work/mt-adapted" $mt_adapt_updates; then
     run train-mt-adapted fairseq_cli.train "$work/mt-task-bin" --task translation --arch transformer "${mt_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.1 \
       --finetune-from-model "$work/mt/checkpoint_best.pt" \
@@ -190,13 +197,14 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 \
       --max-tokens $max_tokens_mt --max-update $mt_adapt_updates --save-dir "$work/mt-adapted" "${common[@]}" \
       --user-dir "$user_dir"
+    mark_trained "$work/mt-adapted" $mt_adapt_updates
   fi
-  exporter_train stage3-exporter "$work/stage3-exporter" "$work/mt-adapted/checkpoint_best.pt" \
-    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3 --max-update $stage1_updates
+  exporter_train stage3-exporter "$work/stage3-exporter" "$work/mt-adapted/checkpoint_best.pt" $stage1_updates \
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3
   evaluate adapted-onebest "$work/stage3-exporter/checkpoint_best.pt" onebest
-  exporter_train stage3 "$work/stage3" "$work/mt-adapted/checkpoint_best.pt" \
+  exporter_train stage3 "$work/stage3" "$work/mt-adapted/checkpoint_best.pt" $stage2_updates \
     --finetune-from-model "$work/stage3-exporter/checkpoint_best.pt" \
-    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4 --max-update $stage2_updates
+    --freeze-mt --ast-weight 1 --l2-weight 1 --asr-weight 0.3 --lr 3e-4
   evaluate stage3 "$work/stage3/checkpoint_best.pt" exporter adapted-onebest
 fi
 
