@@ -17,7 +17,7 @@ downstream is what a MuST-C user runs:
 
 Manifests name audio as `fbank80.zip:OFFSET:LENGTH`, relative to the `audio_root` the configs
 set. The speech is the English side spoken by libespeak-ng with several voices, rates and pitches,
-then made harder (reverberation, band limiting, white / pink / brown / babble noise at 0-25 dB
+then made harder (reverberation, band limiting, white / pink / brown / babble noise at 10-35 dB
 SNR) so that a small ASR model makes real errors.
 """
 
@@ -65,15 +65,15 @@ VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
 VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4",
             "+f5", "+klatt", "+klatt2", "+klatt3")
 N_SPEAKERS = 40
-RATE_WPM = (130, 240)
-P_REVERB, RT60_S, DRR_DB = 0.3, (0.15, 0.5), (0.0, 10.0)
-P_LOWPASS, LOWPASS_HZ = 0.2, (2500.0, 4500.0)
+RATE_WPM = (140, 220)
+P_REVERB, RT60_S, DRR_DB = 0.15, (0.15, 0.4), (5.0, 15.0)
+P_LOWPASS, LOWPASS_HZ = 0.1, (3000.0, 5000.0)
 SILENCE_S = (0.05, 0.4)
 PEAK = (0.05, 0.9)
 # Noise kind: (probability, SNR range in dB). Babble is other espeak talkers, close to the
 # target voice, so it is kept weaker.
-NOISES = {"white": (0.2, (5.0, 25.0)), "pink": (0.2, (0.0, 20.0)), "brown": (0.2, (0.0, 20.0)),
-          "babble": (0.4, (10.0, 25.0))}
+NOISES = {"white": (0.2, (15.0, 35.0)), "pink": (0.2, (10.0, 30.0)), "brown": (0.2, (10.0, 30.0)),
+          "babble": (0.4, (18.0, 30.0))}
 COLOR_EXPONENTS = {"white": 0.0, "pink": 0.5, "brown": 1.0}
 N_BABBLE_SOURCES, BABBLE_TALKERS = 16, (3, 6)
 BLOCK = 100  # utterances per worker process
