@@ -38,6 +38,8 @@ setup(
     entry_points={
         "console_scripts": [
             "fairseq-exporter-score = fairseq_exporter.cli.score:main",
+            "fairseq-exporter-join-manifests = fairseq_exporter.cli.join_manifests:main",
+            "fairseq-exporter-prep-mustc = fairseq_exporter.cli.prep_mustc:main",
         ],
     },
 )

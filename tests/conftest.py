@@ -1,7 +1,12 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The tests start many fairseq processes one after another on small CPU machines; one
+# OpenMP thread each avoids oversubscription when a test and its subprocess overlap.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
