@@ -48,7 +48,7 @@ if [ "$scale" = full ]; then
             --encoder-ffn-embed-dim 576 --decoder-ffn-embed-dim 576 --encoder-attention-heads 4
             --decoder-attention-heads 4 --conv-channels 256)
   asr_updates=1400
-  stage1_updates=120; stage2_updates=300; valid_every=60
+  stage1_updates=400; stage2_updates=300; valid_every=100
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=60; gen_len=()
 else
@@ -164,7 +164,7 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: paper stage 1, the exporter alone (ASR and MT frozen, L2 only)"
   exporter_train stage1 "$work/stage1" "$work/mt/checkpoint_best.pt" $stage1_updates \
-    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 3e-3
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
@@ -200,7 +200,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     mark_trained "$work/mt-adapted" $mt_adapt_updates
   fi
   exporter_train stage3-exporter "$work/stage3-exporter" "$work/mt-adapted/checkpoint_best.pt" $stage1_updates \
-    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 1e-3
+    --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr 3e-3
   evaluate adapted-onebest "$work/stage3-exporter/checkpoint_best.pt" onebest
   exporter_train stage3 "$work/stage3" "$work/mt-adapted/checkpoint_best.pt" $stage2_updates \
     --finetune-from-model "$work/stage3-exporter/checkpoint_best.pt" \
