@@ -119,7 +119,7 @@ evaluate() {  # name checkpoint coupling [baseline-name]
   local args=("$out/generate-test.txt")
   [ -n "$baseline" ] && args+=("$work/gen/$baseline/generate-test.txt")
   run "score-$name" fairseq_exporter.cli.score "${args[@]}" --json "$out/score.json"
-  log "  $name: $(sed -n '2p' "$work/logs/score-$name.log")"
+  log "  $name: $(grep -m1 '^system' "$work/logs/score-$name.log" | tr -s ' ')"
 }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
