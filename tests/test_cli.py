@@ -83,3 +83,24 @@ def test_stage1_trains_only_the_exporter(cascade, user_dir, tmp_path):
     asr = torch.load(cascade["asr"])["model"]
     for k, v in asr.items():
         assert torch.equal(trained["encoder.asr." + k], v), k
+
+
+def test_conformer_asr_with_transformer_exporter(cascade, user_dir, tmp_path):
+    """s2t_conformer ASR checkpoints couple too, and the transformer exporter (cross-attention
+    to the speech encoder) trains and decodes through the CLIs."""
+    conformer = tmp_path / "conformer"
+    run(["fairseq_cli.train", str(cascade["s2t"]), "--task", "speech_to_text", "--config-yaml", "config_asr.yaml",
+         "--train-subset", "train_asr", "--valid-subset", "dev_asr", "--arch", "s2t_conformer",
+         "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+         "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+         "--decoder-attention-heads", "2", "--conv-channels", "32", "--depthwise-conv-kernel-size", "3",
+         "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+         "--max-tokens", "4000", "--max-update", "2", "--save-dir", str(conformer), "--no-progress-bar",
+         "--num-workers", "0", "--no-epoch-checkpoints"])
+    save = tmp_path / "exporter"
+    _train(dict(cascade, asr=conformer / "checkpoint_best.pt"), user_dir, save, "--freeze-mt",
+           "--exporter-type", "transformer", "--exporter-hidden-dim", "32", "--onebest-max-len", "10")
+    _generate(cascade, user_dir, save / "checkpoint_last.pt", tmp_path / "gen", "--onebest-max-len", "10",
+              "--max-len-b", "10")
+    n_test = len(cascade["s2t"].joinpath("test.tsv").read_text().splitlines()) - 1
+    assert len(_lines(tmp_path / "gen" / "generate-test.txt", "A-")) == n_test
