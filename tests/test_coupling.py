@@ -110,3 +110,32 @@ def test_frozen_asr_stays_in_eval_mode(cascade):
     assert all(p.requires_grad for p in model.encoder.exporter.parameters())
     assert utils.item(sum(p.numel() for p in model.parameters() if p.requires_grad)) == \
         sum(p.numel() for p in model.encoder.exporter.parameters())
+
+
+def test_vocab_exporter_starts_at_the_asr_posterior_times_the_mt_table(cascade):
+    """Before training, --exporter-type vocab outputs softmax(ASR logits) @ raw MT table for
+    each 1-best token; sharpened to one-hot it is exactly the 1-best cascade's input."""
+    torch.manual_seed(0)
+    _, task, model, _ = build(cascade, "--exporter-type", "vocab", "--freeze-asr", "--freeze-mt")
+    model.eval()
+    sample = first_batch(task)
+    with torch.no_grad():
+        recognition = model.encoder.recognize(**sample["net_input"])
+        exported = model.encoder.export(recognition)
+        tokens = recognition.onebest.tokens
+        asr = model.encoder.asr
+        prev = torch.cat([tokens.new_full((tokens.size(0), 1), asr.decoder.dictionary.eos()),
+                          tokens[:, :-1]], dim=1)
+        logits, _ = asr.decoder(prev, encoder_out=recognition.asr_encoder_out)
+        table = model.encoder.embedding_table()
+        expected = torch.softmax(logits.float(), -1) @ table
+        torch.testing.assert_close(exported, expected, rtol=1e-4, atol=1e-5)
+
+        # greedy 1-best = argmax of the teacher-forced logits, so a sharp softmax recovers it
+        # (</s> is left out: a hypothesis cut at --onebest-max-len ends in a forced </s>)
+        real = tokens.ne(task.transcript_dictionary.pad()) & tokens.ne(task.transcript_dictionary.eos())
+        assert real.sum() > 10
+        assert torch.equal(logits.argmax(-1)[real], tokens[real])
+        model.encoder.exporter.scores.weight.mul_(1e4)
+        sharp = model.encoder.export(recognition)
+        torch.testing.assert_close(sharp[real], table[tokens][real])

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-EXPORTER_TYPES = ("linear", "mlp", "transformer")
+EXPORTER_TYPES = ("linear", "mlp", "transformer", "vocab")
 
 
 class LinearExporter(nn.Module):
@@ -34,6 +34,38 @@ class MLPExporter(nn.Module):
 
     def forward(self, states, padding_mask, memory=None, memory_padding_mask=None):
         return self.net(states)
+
+
+class VocabularyExporter(nn.Module):
+    """softmax(W h) @ T + MLP(h): scores the vocabulary from the ASR state and mixes
+    embedding rows, plus a learned correction.
+
+    W starts as the ASR's output layer, T as the MT's raw embedding table and the
+    correction's last layer at zero, so before any training the output is the MT
+    embedding of (nearly) the ASR's own argmax: with the greedy 1-best that is the 1-best
+    cascade, and stage 1 starts at the guarantee instead of having to learn a
+    hidden-state -> embedding map from scratch. Everything is the exporter's own copy
+    and trains; T lets the translation loss move a token's exported row (e.g. towards
+    a synonym the frozen MT translates the way the task wants)."""
+
+    def __init__(self, in_dim: int, out_dim: int, vocab_size: int, hidden_dim: int,
+                 dropout: float, asr_output_weight: Optional[Tensor] = None,
+                 mt_embedding_table: Optional[Tensor] = None):
+        super().__init__()
+        self.scores = nn.Linear(in_dim, vocab_size, bias=False)
+        self.table = nn.Parameter(torch.empty(vocab_size, out_dim))
+        nn.init.normal_(self.table, std=out_dim ** -0.5)
+        if asr_output_weight is not None:
+            self.scores.weight.data.copy_(asr_output_weight)
+        if mt_embedding_table is not None:
+            self.table.data.copy_(mt_embedding_table)
+        self.correction = MLPExporter(in_dim, out_dim, hidden_dim, 1, dropout)
+        nn.init.zeros_(self.correction.net[-1].weight)
+        nn.init.zeros_(self.correction.net[-1].bias)
+
+    def forward(self, states, padding_mask, memory=None, memory_padding_mask=None):
+        mixed = torch.softmax(self.scores(states).float(), dim=-1).type_as(states) @ self.table
+        return mixed + self.correction(states, padding_mask)
 
 
 class TransformerExporter(nn.Module):
@@ -61,13 +93,22 @@ class TransformerExporter(nn.Module):
 
 
 def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden_dim: int,
-                   layers: int, heads: int, dropout: float) -> nn.Module:
+                   layers: int, heads: int, dropout: float,
+                   asr_output_weight: Optional[Tensor] = None,
+                   mt_embedding_table: Optional[Tensor] = None) -> nn.Module:
+    """``asr_output_weight`` (V x in_dim) and ``mt_embedding_table`` (V x out_dim) are
+    only read by the vocab exporter, to initialise it."""
     if kind == "linear":
         return LinearExporter(in_dim, out_dim)
     if kind == "mlp":
         return MLPExporter(in_dim, out_dim, hidden_dim, layers, dropout)
     if kind == "transformer":
         return TransformerExporter(in_dim, out_dim, memory_dim, hidden_dim, layers, heads, dropout)
+    if kind == "vocab":
+        if mt_embedding_table is None:
+            raise ValueError("--exporter-type vocab needs the MT embedding table")
+        return VocabularyExporter(in_dim, out_dim, mt_embedding_table.size(0), hidden_dim, dropout,
+                                  asr_output_weight, mt_embedding_table.detach())
     raise ValueError(f"--exporter-type {kind!r}: choose one of {', '.join(EXPORTER_TYPES)}")
 
 

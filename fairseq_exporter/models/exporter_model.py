@@ -41,8 +41,11 @@ class ExporterModelConfig(FairseqDataclass):
         default="decoder", metadata={"help": "what the exporter reads: the ASR attention-decoder "
                                              "state that predicted each 1-best token"})
     exporter_type: ChoiceEnum(list(EXPORTER_TYPES)) = field(
-        default="mlp", metadata={"help": "exporter network: linear, mlp, or transformer "
-                                         "(self-attention over tokens + cross-attention to speech frames)"})
+        default="mlp", metadata={"help": "exporter network: linear, mlp, transformer (self-attention "
+                                         "over tokens + cross-attention to speech frames), or vocab "
+                                         "(softmax over the vocabulary from the ASR output layer, mixing "
+                                         "a copy of the MT embedding table, plus an MLP correction: "
+                                         "starts at the 1-best cascade)"})
     exporter_hidden_dim: int = field(default=512, metadata={"help": "mlp hidden / transformer model dim"})
     exporter_layers: int = field(default=1, metadata={"help": "mlp hidden layers / transformer layers"})
     exporter_heads: int = field(default=4, metadata={"help": "transformer exporter attention heads"})
@@ -131,7 +134,9 @@ class ExporterModel(FairseqEncoderDecoderModel):
         asr_enc_dim = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg).encoder_embed_dim
         exporter = build_exporter(cfg.exporter_type, asr_dec_dim, mt_dim, asr_enc_dim,
                                   cfg.exporter_hidden_dim, cfg.exporter_layers,
-                                  cfg.exporter_heads, cfg.exporter_dropout)
+                                  cfg.exporter_heads, cfg.exporter_dropout,
+                                  asr.decoder.output_projection.weight.detach(),
+                                  mt.encoder.embed_tokens.weight.detach())
         encoder = CoupledEncoder(asr, mt.encoder, exporter, src_dict, task.coupling,
                                  task.onebest_beam, task.onebest_max_len, cfg.freeze_asr)
         logger.info(f"exporter cascade: coupling={task.coupling} exporter={cfg.exporter_type} "
