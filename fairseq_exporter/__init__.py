@@ -12,5 +12,6 @@ __version__ = "0.1.0"
 from fairseq_exporter import compat
 
 compat.allow_fairseq_checkpoint_globals()
+compat.make_checkpoint_copies_atomic()
 
 from fairseq_exporter import criterions, models, tasks  # noqa: E402,F401  (registration)

@@ -9,6 +9,8 @@ code), we allow exactly these plain-data types and nothing else.
 """
 
 import argparse
+import os
+import shutil
 
 import numpy as np
 import torch
@@ -35,3 +37,30 @@ def allow_fairseq_checkpoint_globals():
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is not None:  # torch < 2.4 has no weights-only default to satisfy
         add(allowed_checkpoint_globals())
+
+
+def make_checkpoint_copies_atomic():
+    """fairseq 0.12 writes the first checkpoint of a save atomically (``.tmp`` file, then
+    rename, in ``checkpoint_utils.torch_persistent_save``) but *copies* it to the others
+    (``checkpoint_last.pt``, ``checkpoint_best.pt``, ...) with ``PathManager.copy``, i.e.
+    ``shutil.copyfile`` straight onto the target: a process killed during that copy leaves
+    a truncated ``checkpoint_last.pt`` that the restarted run fails to load. Route local
+    copies through a temporary file and ``os.replace`` (atomic on POSIX), so a target is
+    either the old checkpoint or the new one. Paths with an ioPath handler are left alone."""
+    from fairseq.file_io import PathManager
+
+    if getattr(PathManager.copy, "_exporter_atomic", False):
+        return
+    stock_copy = PathManager.copy
+
+    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+        if PathManager.path_requires_pathmanager(src_path) or PathManager.path_requires_pathmanager(dst_path):
+            return stock_copy(src_path, dst_path, overwrite)
+        # overwrite: like fairseq's own local fallback (shutil.copyfile), always
+        tmp = f"{dst_path}.tmp-copy"
+        shutil.copyfile(src_path, tmp)
+        os.replace(tmp, dst_path)
+        return True
+
+    copy._exporter_atomic = True
+    PathManager.copy = staticmethod(copy)

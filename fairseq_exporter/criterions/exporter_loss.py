@@ -9,6 +9,7 @@ terms on the same footing and, with the defaults, the translation term is fairse
 usual label-smoothed cross-entropy.
 """
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from omegaconf import II
 
 from fairseq_exporter.models.exporter import nearest_rows
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ExporterCriterionConfig(FairseqDataclass):
@@ -30,7 +33,8 @@ class ExporterCriterionConfig(FairseqDataclass):
     l2_weight: float = field(default=1.0, metadata={"help": "weight of the L2 loss between the exporter "
                                                             "output and the MT embedding rows of the 1-best"})
     asr_weight: float = field(default=0.0, metadata={"help": "weight of the ASR cross-entropy on the "
-                                                             "reference transcript (keeps WER while the ASR is fine-tuned)"})
+                                                             "reference transcript (keeps WER while the ASR is fine-tuned; "
+                                                             "CTC loss with --exporter-source ctc)"})
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of both cross-entropies"})
     sentence_avg: bool = II("optimization.sentence_avg")
 
@@ -38,6 +42,67 @@ class ExporterCriterionConfig(FairseqDataclass):
 def squared_distance_per_token(exported, target_rows, mask):
     """||e_hat - E[y]||^2 summed over embedding dims, for the real (non-pad) tokens."""
     return ((exported.float() - target_rows.float()) ** 2).sum(-1)[mask]
+
+
+def unwrap(model):
+    """The ExporterModel inside fairseq's distributed wrappers (ModuleProxyWrapper
+    around torch's DistributedDataParallel or fairseq's LegacyDistributedDataParallel:
+    two levels of ``.module``)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
+def _params(module, skip=()):
+    return {id(p) for n, p in module.named_parameters() if not n.startswith(skip)}
+
+
+def parameters_the_loss_uses(model, coupling: str, ast_weight: float, l2_weight: float,
+                             asr_weight: float):
+    """ids of the parameters that receive a gradient from this criterion's forward, for
+    the given coupling and loss weights. Mirrors ``ExporterCriterion.forward``:
+    the 1-best search runs without gradient, so the ASR output projection is used only
+    by the --asr-weight term; with the exporter coupling the MT encoder never looks up
+    its own embedding table (the exporter output replaces it; the L2 target is detached)."""
+    encoder = model.encoder
+    asr, used = encoder.asr, set()
+    if getattr(encoder, "source", "decoder") == "ctc":
+        # the token states are pooled encoder frames; the ASR scores (posterior coupling,
+        # and the CTC loss of --asr-weight) come from the encoder's CTC head
+        asr_states = _params(asr.encoder, skip=("ctc_proj.",))
+        asr_scores = _params(asr.encoder)
+    else:
+        # ASR encoder + decoder body: what the teacher-forced token states are made of
+        asr_states = _params(asr.encoder, skip=("ctc_proj.",)) | _params(asr.decoder, skip=("output_projection.",))
+        asr_scores = asr_states | _params(asr.decoder)
+    if coupling == "exporter" and (l2_weight > 0 or ast_weight > 0):
+        used |= _params(encoder.exporter) | asr_states
+    if coupling == "posterior" and (l2_weight > 0 or ast_weight > 0):
+        # softmax(ASR scores) @ the MT embedding table replaces the lookup
+        used |= asr_scores | _params(encoder.mt_encoder.embed_tokens)
+    if ast_weight > 0:
+        used |= _params(model.decoder)
+        used |= _params(encoder.mt_encoder, skip=("embed_tokens.",) if coupling == "exporter" else ())
+    if asr_weight > 0:
+        used |= asr_scores
+    return used
+
+
+def freeze_parameters_the_loss_never_uses(model, coupling, ast_weight, l2_weight, asr_weight):
+    """Take the parameters no gradient can reach out of training. Without this,
+    torch's DistributedDataParallel stops at the second update ("Expected to have
+    finished reduction in the prior iteration") unless --find-unused-parameters is set;
+    one process would leave them unchanged anyway (no gradient, no optimizer step)."""
+    used = parameters_the_loss_uses(model, coupling, ast_weight, l2_weight, asr_weight)
+    unused = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in used]
+    for _, p in unused:
+        p.requires_grad_(False)
+    if unused:
+        logger.info(f"not trained, no gradient reaches them with --coupling {coupling} --ast-weight {ast_weight} "
+                    f"--l2-weight {l2_weight} --asr-weight {asr_weight}: "
+                    f"{', '.join(n for n, _ in unused[:8])}{' ...' if len(unused) > 8 else ''} "
+                    f"({sum(p.numel() for _, p in unused):,} params)")
+    return [n for n, _ in unused]
 
 
 @register_criterion("exporter", dataclass=ExporterCriterionConfig)
@@ -58,7 +123,7 @@ class ExporterCriterion(FairseqCriterion):
         logits, extra = model(**net_input, compute_translation=self.ast_weight > 0,
                               compute_asr_reference=self.asr_weight > 0)
         coupled = extra["coupled"]
-        inner = getattr(model, "module", model)  # unwrap DDP for plain attribute access
+        inner = unwrap(model)
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
         logging_output = {"ntokens": ntokens, "nsentences": sample["target"].size(0),
@@ -88,10 +153,16 @@ class ExporterCriterion(FairseqCriterion):
 
         if self.asr_weight > 0:
             ref = net_input["src_txt_tokens"]
-            asr_lprobs = utils.log_softmax(extra["asr_reference_logits"], dim=-1)
-            asr, _ = label_smoothed_nll_loss(asr_lprobs.view(-1, asr_lprobs.size(-1)), ref.reshape(-1, 1),
-                                             self.eps, ignore_index=self.src_pad)
             n_ref = int(ref.ne(self.src_pad).sum())
+            if "asr_reference_ctc" in extra:  # --exporter-source ctc: CTC loss, as fairseq trains the head
+                ctc = extra["asr_reference_ctc"]
+                ref_mask = ref.ne(self.src_pad)
+                asr = F.ctc_loss(ctc["lprobs"], ref[ref_mask], ctc["lengths"], ref_mask.sum(1),
+                                 blank=ctc["blank"], reduction="sum", zero_infinity=True)
+            else:
+                asr_lprobs = utils.log_softmax(extra["asr_reference_logits"], dim=-1)
+                asr, _ = label_smoothed_nll_loss(asr_lprobs.view(-1, asr_lprobs.size(-1)), ref.reshape(-1, 1),
+                                                 self.eps, ignore_index=self.src_pad)
             loss = loss + self.asr_weight * asr * (sample_size / n_ref)
             logging_output.update(asr_loss=asr.data, asr_tokens=n_ref)
 

@@ -17,7 +17,8 @@ from fairseq.tasks import LegacyFairseqTask, register_task
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import open_dict
 
-from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator
+from fairseq_exporter.criterions.exporter_loss import freeze_parameters_the_loss_never_uses
+from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
 from fairseq_exporter.models.coupling import COUPLINGS
 from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
@@ -45,8 +46,12 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         parser.add_argument("--coupling", default="exporter", choices=COUPLINGS,
                             help="how the MT reads the ASR output: exporter (the paper), onebest "
                                  "(plain cascade: MT looks up the 1-best ids), reference (MT on the "
-                                 "reference transcript: an upper bound). Can differ between "
+                                 "reference transcript: an upper bound), posterior (tight integration: "
+                                 "the ASR's distribution at each 1-best position times the MT embedding "
+                                 "table, no exporter). Can differ between "
                                  "training and fairseq-generate on the same checkpoint")
+        parser.add_argument("--posterior-temperature", type=float, default=1.0, metavar="T",
+                            help="--coupling posterior: softmax(ASR scores / T); T < 1 sharpens")
         parser.add_argument("--onebest-beam", type=int, default=1, metavar="N",
                             help="beam of the ASR 1-best search (1 = greedy)")
         parser.add_argument("--onebest-max-len", type=int, default=200, metavar="N",
@@ -62,9 +67,11 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         self.coupling = args.coupling
         self.onebest_beam = args.onebest_beam
         self.onebest_max_len = args.onebest_max_len
+        self.posterior_temperature = getattr(args, "posterior_temperature", 1.0)
         self.src_bpe = self.build_src_bpe()
         self.src_tokenizer = self.build_src_tokenizer()
         self._generate_output = None
+        self.speech_limits = None  # known once the model is built (see build_model)
 
     @classmethod
     def setup_task(cls, args, **kwargs):
@@ -93,7 +100,8 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         return self.src_dict
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        self.datasets[split] = ExporterDatasetCreator.from_tsv(
+        creator = ExporterDatasetCreator.with_limits(self.speech_limits, self.data_cfg.audio_root)
+        self.datasets[split] = creator.from_tsv(
             root=self.args.data,
             cfg=self.data_cfg,
             splits=split,
@@ -131,6 +139,10 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         with open_dict(cfg):
             for key in _STORED_MODEL_FIELDS:
                 cfg[key] = getattr(model.cfg, key)
+        self.speech_limits = _speech_limits(model, self.args)
+        if getattr(self.args, "ast_weight", None) is not None:  # fairseq-train: the criterion is known
+            freeze_parameters_the_loss_never_uses(model, self.coupling, self.args.ast_weight,
+                                                  self.args.l2_weight, self.args.asr_weight)
         if getattr(self.args, "eval_bleu", False):
             self._valid_generator = self.build_generator([model], Namespace(beam=1, max_len_a=0, max_len_b=200,
                                                                             min_len=1, prefix_size=0, eos_token=None))
@@ -221,6 +233,24 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         else:
             self._generate_output = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8")
         return self._generate_output
+
+
+def _speech_limits(model, args) -> SpeechLimits:
+    """The input the built cascade can take, for the load-time filter of the data."""
+    from fairseq_exporter.models.pretrained import model_cfg_from_json
+
+    asr_encoder = model.encoder.asr.encoder
+    min_frames = 1
+    subsample = getattr(asr_encoder, "subsample", None)
+    if hasattr(subsample, "get_out_seq_lens_tensor"):
+        out = subsample.get_out_seq_lens_tensor(torch.arange(0, 256))
+        min_frames = int(out.ge(1).nonzero()[0]) if out.ge(1).any() else 256
+    max_frames = int(getattr(args, "max_source_positions", None) or 10 ** 9)
+    asr_max = getattr(model_cfg_from_json(model.cfg.pretrained_asr_cfg), "max_source_positions", None)
+    if asr_max:
+        max_frames = min(max_frames, int(asr_max))
+    return SpeechLimits(min_frames=max(min_frames, 1), max_frames=max_frames,
+                        max_target_tokens=int(model.decoder.max_positions()))
 
 
 def _find_open_descriptor(path):
