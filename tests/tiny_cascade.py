@@ -2,7 +2,8 @@
 
 The "speech" is synthetic: each word is a fixed random 80-dim fbank pattern held for a
 few frames, plus noise, so a 1-layer s2t_transformer learns something in a few dozen
-updates. Word-level vocabularies (no bpe) keep it fast; the real-speech path is tested
+updates. The ASR is joint CTC/attention (``--ctc-weight``), so both exporter sources
+run. Word-level vocabularies (no bpe) keep it fast; the real-speech path is tested
 through the toy recipe."""
 
 import random
@@ -98,7 +99,8 @@ def build(root: Path, mt_updates=60, asr_updates=120):
          "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
          "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
          "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--conv-channels", "32",
-         "--dropout", "0.1", "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "4000",
+         "--dropout", "0.1", "--criterion", "label_smoothed_cross_entropy_with_ctc", "--ctc-weight", "0.3",
+         "--max-tokens", "4000",
          "--max-update", str(asr_updates), "--save-dir", str(asr_dir), *common])
     return {"root": root, "s2t": s2t, "mt_bin": mt_bin,
             "mt": mt_dir / "checkpoint_best.pt", "asr": asr_dir / "checkpoint_best.pt"}

@@ -3,6 +3,13 @@
 ``CoupledEncoder`` is "ASR encoder + 1-best search + token states + exporter + MT
 encoder" behind fairseq's ``FairseqEncoder`` interface, so that the MT decoder, the
 stock ``SequenceGenerator`` and ``fairseq-train`` see an ordinary encoder-decoder model.
+
+The 1-best and the token states come from the ASR attention decoder
+(``--exporter-source decoder``: search, then a teacher-forced pass) or from the CTC head
+of the ASR encoder (``ctc``: best path, then the encoder frames of each token's segment,
+mean-pooled). ``--coupling posterior`` is the tight-integration baseline (Bahar et al.,
+2021): no exporter; the MT reads the ASR's distribution over the vocabulary at each
+1-best position times the MT embedding table.
 """
 
 import contextlib
@@ -13,6 +20,7 @@ import torch
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
+from fairseq_exporter.models.ctc import CTCSearch, ctc_log_probs, frame_lengths, pool_segments
 from fairseq_exporter.models.onebest import (
     OneBest,
     OneBestSearch,
@@ -20,7 +28,8 @@ from fairseq_exporter.models.onebest import (
     teacher_forced_states,
 )
 
-COUPLINGS = ("exporter", "onebest", "reference")
+COUPLINGS = ("exporter", "onebest", "reference", "posterior")
+SOURCES = ("decoder", "ctc")
 
 
 @dataclass
@@ -30,22 +39,35 @@ class Recognition:
 
     asr_encoder_out: Dict[str, List[Tensor]]
     onebest: OneBest
+    ctc_lprobs: Optional[Tensor] = None  # T x B x V, --exporter-source ctc only
+    # the exporter input, when already known (--onebest-cache); asr_encoder_out may then be None
+    token_states: Optional[Tensor] = None
 
 
 class CoupledEncoder(FairseqEncoder):
     def __init__(self, asr_model, mt_encoder, exporter, dictionary, coupling: str,
-                 onebest_beam: int, onebest_max_len: int, freeze_asr: bool):
+                 onebest_beam: int, onebest_max_len: int, freeze_asr: bool,
+                 source: str = "decoder", posterior_temperature: float = 1.0):
         super().__init__(dictionary)
         if coupling not in COUPLINGS:
             raise ValueError(f"--coupling {coupling!r}: choose one of {', '.join(COUPLINGS)}")
+        if source not in SOURCES:
+            raise ValueError(f"--exporter-source {source!r}: choose one of {', '.join(SOURCES)}")
+        if not posterior_temperature > 0:
+            raise ValueError(f"--posterior-temperature must be > 0, not {posterior_temperature}")
         self.asr = asr_model
         self.mt_encoder = mt_encoder
         self.exporter = exporter
         self.coupling = coupling
         self.freeze_asr = freeze_asr
+        self.source = source
+        self.posterior_temperature = posterior_temperature
         self.pad, self.eos = dictionary.pad(), dictionary.eos()
-        self.search = OneBestSearch(asr_model, dictionary, onebest_beam, onebest_max_len,
-                                    mt_encoder.max_positions())
+        if source == "ctc":
+            self.search = CTCSearch(dictionary, onebest_beam, onebest_max_len, mt_encoder.max_positions())
+        else:
+            self.search = OneBestSearch(asr_model, dictionary, onebest_beam, onebest_max_len,
+                                        mt_encoder.max_positions())
 
     def embedding_table(self) -> Tensor:
         """The MT's raw token-embedding rows: the exporter's L2 target (before
@@ -58,6 +80,8 @@ class CoupledEncoder(FairseqEncoder):
     def recognize(self, src_tokens, src_lengths, src_txt_tokens=None, **unused) -> Recognition:
         with self._asr_grad():
             asr_encoder_out = self.asr.encoder(src_tokens, src_lengths)
+            ctc_lprobs = (ctc_log_probs(self.asr.encoder.ctc_proj, asr_encoder_out)
+                          if self.source == "ctc" else None)
         if self.coupling == "reference":
             if src_txt_tokens is None:
                 raise ValueError("--coupling reference needs the reference transcript "
@@ -66,18 +90,64 @@ class CoupledEncoder(FairseqEncoder):
             tokens = src_txt_tokens[:, :limit].clone()
             tokens[:, -1].masked_fill_(tokens[:, -1].ne(self.pad), self.eos)
             onebest = OneBest(tokens=tokens)
+        elif self.source == "ctc":
+            found = self.search(ctc_lprobs, frame_lengths(asr_encoder_out))
+            onebest = OneBest(tokens=found.tokens, n_truncated=found.n_truncated, segments=found.segments)
         else:
             onebest = self.search(src_tokens, src_lengths, asr_encoder_out)
-        return Recognition(asr_encoder_out, onebest)
+        return Recognition(asr_encoder_out, onebest, ctc_lprobs)
+
+    def token_states(self, recognition: Recognition) -> Tensor:
+        """What the exporter reads for each 1-best token (B x L x D): the teacher-forced
+        ASR decoder state, or the mean speech-encoder frame of the token's CTC segment."""
+        enc = recognition.asr_encoder_out
+        with self._asr_grad():
+            if self.source == "ctc":
+                return pool_segments(enc["encoder_out"][0].transpose(0, 1), self._segments(recognition))
+            return teacher_forced_states(self.asr.decoder, recognition.onebest.tokens, enc, self.eos)
+
+    def _segments(self, recognition: Recognition) -> Tensor:
+        if recognition.onebest.segments is None:
+            raise ValueError("--exporter-source ctc reads the CTC segment of each 1-best token; "
+                             "this 1-best has none (--coupling reference has no CTC segments)")
+        return recognition.onebest.segments
+
+    def posterior_scores(self, recognition: Recognition) -> Tensor:
+        """The ASR's scores over the vocabulary at each 1-best position (B x L x V): the
+        teacher-forced decoder logits, or the CTC log-probs averaged over the token's
+        segment (the token stays their argmax: it wins every frame of its run). The CTC
+        blank is no token and is left out. The closing </s> is the MT's own </s>: the
+        CTC head need not emit it, and a search cut at --onebest-max-len forces it."""
+        tokens = recognition.onebest.tokens
+        with self._asr_grad():
+            if self.source == "decoder":
+                states = teacher_forced_states(self.asr.decoder, tokens, recognition.asr_encoder_out, self.eos)
+                scores = self.asr.decoder.output_layer(states)
+            else:
+                scores = pool_segments(recognition.ctc_lprobs.transpose(0, 1), self._segments(recognition))
+                scores = scores.index_fill(-1, tokens.new_tensor([self.search.blank]), float("-inf"))
+        closing = tokens.eq(self.eos).unsqueeze(-1)
+        eos_only = torch.full_like(scores[:1, :1], float("-inf")).index_fill(
+            -1, tokens.new_tensor([self.eos]), 0.0)
+        return torch.where(closing, eos_only, scores)
+
+    def posterior_embeddings(self, recognition: Recognition) -> Tensor:
+        """softmax(scores / temperature) @ the MT's raw embedding table (B x L x D_mt)."""
+        scores = self.posterior_scores(recognition).float() / self.posterior_temperature
+        table = self.embedding_table()
+        return torch.softmax(scores, dim=-1).type_as(table) @ table
 
     def export(self, recognition: Recognition) -> Tensor:
         """Exporter output for each 1-best token (B x L x D_mt)."""
         tokens = recognition.onebest.tokens
         enc = recognition.asr_encoder_out
-        with self._asr_grad():
-            states = teacher_forced_states(self.asr.decoder, tokens, enc, self.eos)
-        memory = enc["encoder_out"][0].transpose(0, 1)  # T x B x C -> B x T x C
-        memory_mask = enc["encoder_padding_mask"][0] if enc["encoder_padding_mask"] else None
+        states = recognition.token_states
+        if states is None:
+            states = self.token_states(recognition)
+        memory = memory_mask = None
+        if enc is not None:
+            memory = enc["encoder_out"][0].transpose(0, 1)  # T x B x C -> B x T x C
+            memory_mask = enc["encoder_padding_mask"][0] if enc["encoder_padding_mask"] else None
         return self.exporter(states, tokens.eq(self.pad), memory, memory_mask)
 
     def forward(self, src_tokens, src_lengths, src_txt_tokens=None, src_txt_lengths=None,
@@ -85,12 +155,18 @@ class CoupledEncoder(FairseqEncoder):
         if recognition is None:
             recognition = self.recognize(src_tokens, src_lengths, src_txt_tokens)
         tokens = recognition.onebest.tokens
-        exported = self.export(recognition) if self.coupling == "exporter" else None
+        if self.coupling == "exporter":
+            exported = self.export(recognition)
+        elif self.coupling == "posterior":
+            exported = self.posterior_embeddings(recognition)
+        else:
+            exported = None
         # Positions and padding still come from the 1-best ids; only the embedding
         # lookup is replaced (the seam fairseq's TransformerEncoder offers).
         out = self.mt_encoder(tokens, src_lengths=tokens.ne(self.pad).sum(1),
                               token_embeddings=exported)
         out["recognition"] = recognition
+        # what replaced the lookup (exporter or posterior mixture): the criterion's L2 and recovery
         out["exported"] = exported
         return out
 
@@ -98,6 +174,12 @@ class CoupledEncoder(FairseqEncoder):
         """ASR decoder logits on the reference transcript (the --asr-weight term)."""
         with self._asr_grad():
             return reference_logits(self.asr.decoder, reference_tokens, recognition.asr_encoder_out, self.eos)
+
+    def reference_ctc(self, recognition: Recognition) -> Dict[str, Tensor]:
+        """What the CTC loss on the reference transcript needs (the --asr-weight term of
+        the ctc source, whose 1-best is the CTC head's): log-probs, frame counts, blank."""
+        return {"lprobs": recognition.ctc_lprobs, "lengths": frame_lengths(recognition.asr_encoder_out),
+                "blank": self.search.blank}
 
     def reorder_encoder_out(self, encoder_out, new_order):
         return self.mt_encoder.reorder_encoder_out(encoder_out, new_order)

@@ -40,7 +40,8 @@ class VocabularyExporter(nn.Module):
     """softmax(W h) @ T + MLP(h): scores the vocabulary from the ASR state and mixes
     embedding rows, plus a learned correction.
 
-    W starts as the ASR's output layer, T as the MT's raw embedding table and the
+    W starts as the ASR's output layer (the decoder's, or the CTC head with its bias for
+    --exporter-source ctc), T as the MT's raw embedding table and the
     correction's last layer at zero, so before any training the output is the MT
     embedding of (nearly) the ASR's own argmax: with the greedy 1-best that is the 1-best
     cascade, and stage 1 starts at the guarantee instead of having to learn a
@@ -50,13 +51,15 @@ class VocabularyExporter(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, vocab_size: int, hidden_dim: int,
                  dropout: float, asr_output_weight: Optional[Tensor] = None,
-                 mt_embedding_table: Optional[Tensor] = None):
+                 mt_embedding_table: Optional[Tensor] = None, asr_output_bias: Optional[Tensor] = None):
         super().__init__()
-        self.scores = nn.Linear(in_dim, vocab_size, bias=False)
+        self.scores = nn.Linear(in_dim, vocab_size, bias=asr_output_bias is not None)
         self.table = nn.Parameter(torch.empty(vocab_size, out_dim))
         nn.init.normal_(self.table, std=out_dim ** -0.5)
         if asr_output_weight is not None:
             self.scores.weight.data.copy_(asr_output_weight)
+        if asr_output_bias is not None:
+            self.scores.bias.data.copy_(asr_output_bias)
         if mt_embedding_table is not None:
             self.table.data.copy_(mt_embedding_table)
         self.correction = MLPExporter(in_dim, out_dim, hidden_dim, 1, dropout)
@@ -95,9 +98,10 @@ class TransformerExporter(nn.Module):
 def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden_dim: int,
                    layers: int, heads: int, dropout: float,
                    asr_output_weight: Optional[Tensor] = None,
-                   mt_embedding_table: Optional[Tensor] = None) -> nn.Module:
-    """``asr_output_weight`` (V x in_dim) and ``mt_embedding_table`` (V x out_dim) are
-    only read by the vocab exporter, to initialise it."""
+                   mt_embedding_table: Optional[Tensor] = None,
+                   asr_output_bias: Optional[Tensor] = None) -> nn.Module:
+    """``asr_output_weight`` (V x in_dim), ``asr_output_bias`` (V, or None) and
+    ``mt_embedding_table`` (V x out_dim) are only read by the vocab exporter, to initialise it."""
     if kind == "linear":
         return LinearExporter(in_dim, out_dim)
     if kind == "mlp":
@@ -108,7 +112,7 @@ def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden
         if mt_embedding_table is None:
             raise ValueError("--exporter-type vocab needs the MT embedding table")
         return VocabularyExporter(in_dim, out_dim, mt_embedding_table.size(0), hidden_dim, dropout,
-                                  asr_output_weight, mt_embedding_table.detach())
+                                  asr_output_weight, mt_embedding_table.detach(), asr_output_bias)
     raise ValueError(f"--exporter-type {kind!r}: choose one of {', '.join(EXPORTER_TYPES)}")
 
 

@@ -15,7 +15,8 @@ from omegaconf import open_dict
 
 from fairseq_exporter.models import pretrained
 from fairseq_exporter.models.checkpoint_fit import check_state_dict_fits
-from fairseq_exporter.models.coupling import CoupledEncoder
+from fairseq_exporter.models.coupling import SOURCES, CoupledEncoder
+from fairseq_exporter.models.ctc import ctc_head
 from fairseq_exporter.models.dictionaries import check_same_dictionary, fingerprint
 from fairseq_exporter.models.exporter import EXPORTER_TYPES, build_exporter
 
@@ -38,9 +39,13 @@ class ExporterModelConfig(FairseqDataclass):
     mt_data: Optional[str] = field(
         default=None, metadata={"help": "directory with the MT's dict.{src,tgt}.txt, if the MT "
                                         "checkpoint's task.data has moved"})
-    exporter_source: ChoiceEnum(["decoder"]) = field(
-        default="decoder", metadata={"help": "what the exporter reads: the ASR attention-decoder "
-                                             "state that predicted each 1-best token"})
+    exporter_source: ChoiceEnum(list(SOURCES)) = field(
+        default="decoder", metadata={"help": "where the 1-best and what the exporter reads come from: "
+                                             "decoder (ASR attention-decoder search; the decoder state "
+                                             "that predicted each 1-best token) or ctc (the ASR encoder's "
+                                             "CTC head, as in the paper; the speech-encoder frames of each "
+                                             "token's CTC segment, mean-pooled). ctc needs an ASR trained "
+                                             "with --ctc-weight > 0"})
     exporter_type: ChoiceEnum(list(EXPORTER_TYPES)) = field(
         default="mlp", metadata={"help": "exporter network: linear, mlp, transformer (self-attention "
                                          "over tokens + cross-attention to speech frames), or vocab "
@@ -103,6 +108,15 @@ class ExporterModel(FairseqEncoderDecoderModel):
                              (self.decoder, cfg.freeze_mt)):
             if frozen:
                 part.requires_grad_(False)
+        # What no loss reaches gets no gradient, so fairseq's distributed training does
+        # not wait for one: the ASR half the 1-best does not come from, and the exporter
+        # when the MT reads the ASR posterior instead.
+        unused = [self.encoder.asr.decoder] if cfg.exporter_source == "ctc" else \
+            [m for m in (getattr(self.encoder.asr.encoder, "ctc_proj", None),) if m is not None]
+        if self.encoder.coupling == "posterior":
+            unused.append(self.encoder.exporter)
+        for part in unused:
+            part.requires_grad_(False)
         self.train()
 
     @classmethod
@@ -131,16 +145,27 @@ class ExporterModel(FairseqEncoderDecoderModel):
         mt = pretrained.build_pretrained_model(cfg.pretrained_mt_cfg, src_dict, tgt_dict, mt_state,
                                                cfg.mt_checkpoint or "")
         mt_dim = mt.encoder.embed_tokens.embedding_dim
-        asr_dec_dim = asr.decoder.output_projection.weight.size(1)
-        asr_enc_dim = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg).encoder_embed_dim
-        exporter = build_exporter(cfg.exporter_type, asr_dec_dim, mt_dim, asr_enc_dim,
+        asr_cfg = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg)
+        asr_enc_dim = asr_cfg.encoder_embed_dim
+        if cfg.exporter_source == "ctc":
+            # pooled encoder frames live where the CTC head reads: the vocab exporter
+            # starts from that head (its blank row 0 scores <s>, which the MT never sees)
+            head = ctc_head(asr, cfg.asr_checkpoint, getattr(asr_cfg, "arch", "?"), len(src_dict))
+            in_dim, output_layer = asr_enc_dim, head
+        else:
+            in_dim = asr.decoder.output_projection.weight.size(1)
+            output_layer = asr.decoder.output_projection
+        exporter = build_exporter(cfg.exporter_type, in_dim, mt_dim, asr_enc_dim,
                                   cfg.exporter_hidden_dim, cfg.exporter_layers,
                                   cfg.exporter_heads, cfg.exporter_dropout,
-                                  asr.decoder.output_projection.weight.detach(),
-                                  mt.encoder.embed_tokens.weight.detach())
+                                  output_layer.weight.detach(),
+                                  mt.encoder.embed_tokens.weight.detach(),
+                                  None if output_layer.bias is None else output_layer.bias.detach())
         encoder = CoupledEncoder(asr, mt.encoder, exporter, src_dict, task.coupling,
-                                 task.onebest_beam, task.onebest_max_len, cfg.freeze_asr)
-        logger.info(f"exporter cascade: coupling={task.coupling} exporter={cfg.exporter_type} "
+                                 task.onebest_beam, task.onebest_max_len, cfg.freeze_asr,
+                                 cfg.exporter_source, getattr(task, "posterior_temperature", 1.0))
+        logger.info(f"exporter cascade: coupling={task.coupling} source={cfg.exporter_source} "
+                    f"exporter={cfg.exporter_type} "
                     f"({sum(p.numel() for p in exporter.parameters()):,} params) "
                     f"freeze_asr={cfg.freeze_asr} freeze_mt={cfg.freeze_mt}")
         return cls(cfg, encoder, mt.decoder)
@@ -167,8 +192,11 @@ class ExporterModel(FairseqEncoderDecoderModel):
             logits, extra = None, {}
         extra["coupled"] = encoder_out
         if compute_asr_reference:  # inside forward, so DDP sees every parameter it uses
-            extra["asr_reference_logits"] = self.encoder.reference_logits(
-                src_txt_tokens, encoder_out["recognition"])
+            if self.cfg.exporter_source == "ctc":  # the 1-best is the CTC head's: keep its WER
+                extra["asr_reference_ctc"] = self.encoder.reference_ctc(encoder_out["recognition"])
+            else:
+                extra["asr_reference_logits"] = self.encoder.reference_logits(
+                    src_txt_tokens, encoder_out["recognition"])
         return logits, extra
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):

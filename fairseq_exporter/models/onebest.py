@@ -23,10 +23,12 @@ logger = logging.getLogger(__name__)
 @dataclass
 class OneBest:
     """The ASR 1-best of a batch, right-padded, each row ending in </s> (the MT's
-    source format). ``n_truncated`` counts rows cut to the MT's max source positions."""
+    source format). ``n_truncated`` counts rows cut to the MT's max source positions.
+    ``segments`` (CTC 1-best only): the encoder frames [start, end) of each token."""
 
     tokens: Tensor  # B x L
     n_truncated: int = 0
+    segments: Optional[Tensor] = None  # B x L x 2
 
     def padding_mask(self, pad: int) -> Tensor:
         return self.tokens.eq(pad)

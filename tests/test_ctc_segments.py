@@ -1,0 +1,109 @@
+"""The CTC 1-best on hand-made posteriors: best path, the frame segment of each token,
+the MT source format (one closing </s>), and mean pooling over segments."""
+
+import math
+
+import torch
+
+from fairseq_exporter.models.ctc import (
+    CTCSearch,
+    forced_segments,
+    greedy_path,
+    pool_segments,
+    prefix_beam_search,
+    to_mt_source,
+)
+
+BLANK, PAD, EOS = 0, 1, 2  # fairseq's dictionary: <s> (the CTC blank), <pad>, </s>
+
+
+class _Dictionary:
+    def bos(self):
+        return BLANK
+
+    def pad(self):
+        return PAD
+
+    def eos(self):
+        return EOS
+
+
+def posteriors(path, vocab=8, p=0.9):
+    """T x V log-probs whose argmax follows ``path``."""
+    out = torch.full((len(path), vocab), (1 - p) / (vocab - 1))
+    out[torch.arange(len(path)), torch.tensor(path)] = p
+    return out.log()
+
+
+def test_greedy_collapses_repeats_drops_blanks_and_keeps_each_tokens_run():
+    #        frame: 0  1  2  3  4  5  6  7  8
+    lp = posteriors([0, 5, 5, 0, 5, 6, 6, 0, 0])
+    tokens, segments = greedy_path(lp, BLANK)
+    assert tokens == [5, 5, 6]  # a blank between two 5s keeps both
+    assert segments == [(1, 3), (4, 5), (5, 7)]
+
+
+def test_mt_source_ends_in_exactly_one_eos_with_a_segment():
+    # the head emitted </s> at the end (as fairseq trains it): that run is its segment
+    assert to_mt_source([5, 6, EOS], [(1, 3), (4, 5), (7, 9)], 10, EOS, (BLANK, PAD)) == \
+        ([5, 6, EOS], [(1, 3), (4, 5), (7, 9)])
+    # no </s>: the frames after the last token
+    assert to_mt_source([5, 6], [(1, 3), (4, 5)], 10, EOS, (BLANK, PAD)) == \
+        ([5, 6, EOS], [(1, 3), (4, 5), (5, 10)])
+    # no </s> and the last token runs to the end: the last frame
+    assert to_mt_source([5], [(1, 10)], 10, EOS, (BLANK, PAD)) == ([5, EOS], [(1, 10), (9, 10)])
+    # a stray </s> in the middle is not a token; the last </s> run is the segment
+    assert to_mt_source([5, EOS, 6, EOS], [(0, 1), (1, 2), (2, 3), (3, 4)], 4, EOS, (BLANK, PAD)) == \
+        ([5, 6, EOS], [(0, 1), (2, 3), (3, 4)])
+    # nothing emitted: still a valid MT input, </s> over the whole utterance
+    assert to_mt_source([], [], 6, EOS, (BLANK, PAD)) == ([EOS], [(0, 6)])
+
+
+def test_search_pads_the_batch_and_cuts_to_the_mt_positions():
+    lp = torch.stack([posteriors([0, 5, 5, 0, 6, EOS, 0]), posteriors([0, 0, 0, 0, 0, 0, 0])], dim=1)
+    found = CTCSearch(_Dictionary(), beam=1, max_len=200, max_source_positions=1024)(lp, torch.tensor([7, 4]))
+    assert found.tokens.tolist() == [[5, 6, EOS], [EOS, PAD, PAD]]
+    assert found.segments.tolist() == [[[1, 3], [4, 5], [5, 6]], [[0, 4], [0, 0], [0, 0]]]
+    cut = CTCSearch(_Dictionary(), beam=1, max_len=200, max_source_positions=2)(lp, torch.tensor([7, 4]))
+    assert cut.tokens.tolist() == [[5, EOS], [EOS, PAD]] and cut.n_truncated == 1
+    assert cut.segments[0].tolist() == [[1, 3], [5, 6]]
+
+
+def test_mean_pooling_over_segments_and_nothing_on_padding():
+    frames = torch.arange(2 * 6 * 3, dtype=torch.float).view(2, 6, 3)
+    segments = torch.tensor([[[0, 2], [2, 3], [3, 6]], [[1, 5], [0, 0], [0, 0]]])
+    pooled = pool_segments(frames, segments)
+    torch.testing.assert_close(pooled[0, 0], frames[0, 0:2].mean(0))
+    torch.testing.assert_close(pooled[0, 1], frames[0, 2])
+    torch.testing.assert_close(pooled[0, 2], frames[0, 3:6].mean(0))
+    torch.testing.assert_close(pooled[1, 0], frames[1, 1:5].mean(0))
+    assert pooled[1, 1:].abs().sum() == 0 and not pooled.isnan().any()
+    # the gradient reaches exactly the frames of each segment
+    frames.requires_grad_(True)
+    pool_segments(frames, segments)[1, 0].sum().backward()
+    assert frames.grad[1].abs().sum(-1).nonzero().flatten().tolist() == [1, 2, 3, 4]
+
+
+def test_pooled_ctc_log_probs_keep_the_token_as_argmax():
+    lp = posteriors([0, 5, 5, 5, 0, 6, 0], p=0.6)
+    lp[2, 6] = math.log(0.39)  # a close runner-up on one frame of the 5-run
+    tokens, segments = greedy_path(lp, BLANK)
+    pooled = pool_segments(lp.unsqueeze(0), torch.tensor([segments]))[0]
+    assert pooled.argmax(-1).tolist() == tokens == [5, 6]
+
+
+def test_prefix_beam_finds_the_sequence_the_best_path_misses():
+    """Best path: blank blank (p .36); but 'a' summed over its paths (a-, -a, aa) is .64."""
+    p = torch.tensor([[0.6, 0.0, 0.0, 0.4], [0.6, 0.0, 0.0, 0.4]]).clamp(min=1e-12).log()
+    assert greedy_path(p, BLANK)[0] == []
+    assert prefix_beam_search(p, BLANK, beam=3) == [3]
+
+
+def test_forced_alignment_gives_each_token_its_frames():
+    lp = posteriors([0, 5, 5, 0, 5, 6, 6, 0])
+    assert forced_segments(lp, [5, 5, 6], BLANK) == [(1, 3), (4, 5), (5, 7)]
+    # beam search over a clear utterance: same 1-best and segments as greedy
+    found = CTCSearch(_Dictionary(), beam=4, max_len=200, max_source_positions=1024)(
+        lp.unsqueeze(1), torch.tensor([8]))
+    assert found.tokens.tolist() == [[5, 5, 6, EOS]]
+    assert found.segments.tolist() == [[[1, 3], [4, 5], [5, 7], [7, 8]]]
