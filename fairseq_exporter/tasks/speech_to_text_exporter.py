@@ -17,8 +17,9 @@ from fairseq.tasks import LegacyFairseqTask, register_task
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import open_dict
 
-from fairseq_exporter.criterions.exporter_loss import freeze_parameters_the_loss_never_uses
+from fairseq_exporter.criterions.exporter_loss import freeze_parameters_the_loss_never_uses, unwrap
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
+from fairseq_exporter.models import onebest_cache
 from fairseq_exporter.models.coupling import COUPLINGS
 from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
@@ -56,6 +57,10 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                             help="beam of the ASR 1-best search (1 = greedy)")
         parser.add_argument("--onebest-max-len", type=int, default=200, metavar="N",
                             help="longest ASR 1-best, in tokens")
+        parser.add_argument("--onebest-cache", metavar="DIR", default=None,
+                            help="with --freeze-asr: compute each training utterance's ASR 1-best and "
+                                 "token states once, keep them in DIR and reuse them in later epochs "
+                                 "(an error if DIR was written for another ASR or search options)")
         parser.add_argument("--eval-bleu", action="store_true",
                             help="translate the validation set (greedy) and log its BLEU "
                                  "(use with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric)")
@@ -72,6 +77,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         self.src_tokenizer = self.build_src_tokenizer()
         self._generate_output = None
         self.speech_limits = None  # known once the model is built (see build_model)
+        self.onebest_cache = None  # opened at the first train step, once the ASR weights are loaded
 
     @classmethod
     def setup_task(cls, args, **kwargs):
@@ -140,6 +146,8 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             for key in _STORED_MODEL_FIELDS:
                 cfg[key] = getattr(model.cfg, key)
         self.speech_limits = _speech_limits(model, self.args)
+        if getattr(self.args, "onebest_cache", None):
+            onebest_cache.check_cacheable(model, self.coupling)
         if getattr(self.args, "ast_weight", None) is not None:  # fairseq-train: the criterion is known
             freeze_parameters_the_loss_never_uses(model, self.coupling, self.args.ast_weight,
                                                   self.args.l2_weight, self.args.asr_weight)
@@ -147,6 +155,21 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             self._valid_generator = self.build_generator([model], Namespace(beam=1, max_len_a=0, max_len_b=200,
                                                                             min_len=1, prefix_size=0, eos_token=None))
         return model
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if getattr(self.args, "onebest_cache", None):  # see models/onebest_cache.py
+            inner = unwrap(model)
+            if self.onebest_cache is None:
+                key = onebest_cache.fingerprint(inner.encoder, self.onebest_beam, self.onebest_max_len)
+                self.onebest_cache = onebest_cache.OneBestCache(self.args.onebest_cache, key)
+            sample = onebest_cache.attach(self.onebest_cache, sample, inner, self.dataset(self.args.train_subset),
+                                          self.coupling, getattr(self.args, "asr_weight", 0.0))
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if self.onebest_cache is not None:
+            self.onebest_cache.flush()
 
     def build_criterion(self, args):
         from fairseq import criterions

@@ -1,0 +1,189 @@
+"""``--onebest-cache DIR``: with the ASR frozen, each training utterance's 1-best and the
+token states the exporter reads from it are computed once and reused in later epochs.
+
+A frozen ASR is in eval mode and never updated, so its 1-best and token states for an
+utterance are the same every epoch; only the exporter (and the MT, if it trains) sees
+something new. Recomputing them is most of a stage-1 step (the ASR encoder and the
+autoregressive 1-best search), so caching them is the first speed lever of stage 1.
+
+What is kept, per manifest utterance id: the 1-best ids and, with ``--coupling
+exporter``, the token states (the exporter input, float, one row per 1-best token).
+When every utterance of a batch is cached, the ASR is not run at all, unless something
+still needs the speech encoder output: the transformer exporter (it cross-attends to
+it) or ``--asr-weight`` > 0 (the ASR loss on the reference); then only the encoder runs.
+
+The cache is keyed by a fingerprint of the ASR parameters and the search options
+(exporter source, beam, max length, the MT's source positions): a directory written
+with another ASR or other options is an error, never silently reused. Entries are
+written as shards (``shard-*.pt``) beside ``cache.json``; other processes (DDP workers,
+a resumed run) read them when they start.
+
+One difference from running without the cache: training features get SpecAugment
+(``_train`` transforms of the config yaml) with a new draw every epoch, so without the
+cache the frozen ASR's 1-best varies a little between epochs; with it, every epoch sees
+the 1-best of the first epoch's draw.
+"""
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.data import ConcatDataset, data_utils
+from torch import Tensor
+
+from fairseq_exporter.models.onebest import OneBest
+
+logger = logging.getLogger(__name__)
+
+OPTION = "--onebest-cache"
+FLUSH_EVERY = 1000  # utterances per shard
+
+
+class StaleOneBestCache(ValueError):
+    """The cache directory was written for another ASR or other search options."""
+
+
+@dataclass
+class Entry:
+    tokens: Tensor  # L (1-best ids, ending in </s>)
+    states: Optional[Tensor]  # L x D (token states), None when only the 1-best was needed
+
+
+def check_cacheable(model, coupling: str):
+    """Refuse the cache where its entries would go stale or mean nothing."""
+    if not model.cfg.freeze_asr:
+        raise ValueError(f"{OPTION} needs --freeze-asr: the 1-best and token states of an ASR that "
+                         "trains change every update, so they cannot be computed once "
+                         f"(drop {OPTION}, or add --freeze-asr)")
+    if coupling not in ("exporter", "onebest"):
+        raise ValueError(f"{OPTION} caches the ASR 1-best of --coupling exporter or onebest, "
+                         f"not --coupling {coupling} (drop {OPTION})")
+
+
+def fingerprint(encoder, onebest_beam: int, onebest_max_len: int) -> Dict[str, object]:
+    """What the cached entries depend on: the ASR parameters and the search options."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.asr.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {
+        "asr_parameters_sha256": digest.hexdigest(),
+        "exporter_source": str(getattr(encoder, "source", "decoder")),
+        "onebest_beam": int(onebest_beam),
+        "onebest_max_len": int(onebest_max_len),
+        "mt_max_source_positions": int(encoder.mt_encoder.max_positions()),  # longer 1-bests are cut
+    }
+
+
+def utterance_ids(dataset, indices: List[int]) -> List[str]:
+    """Manifest ids of dataset indices (``sample['id']``), through fairseq's ConcatDataset
+    of several --train-subset splits."""
+    if isinstance(dataset, ConcatDataset):
+        out = []
+        for i in indices:
+            k, j = dataset._get_dataset_and_sample_index(i)
+            out.append(utterance_ids(dataset.datasets[k], [j])[0])
+        return out
+    if not hasattr(dataset, "ids"):
+        raise ValueError(f"{OPTION}: the training dataset ({type(dataset).__name__}) has no utterance ids")
+    return [dataset.ids[i] for i in indices]
+
+
+class OneBestCache:
+    def __init__(self, directory, key: Dict[str, object]):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "cache.json"
+        if meta.is_file():
+            stored = json.loads(meta.read_text())
+            changed = {k: (stored.get(k), v) for k, v in key.items() if stored.get(k) != v}
+            if changed:
+                what = "; ".join(f"{k}: cached {a!r}, now {b!r}" for k, (a, b) in changed.items())
+                raise StaleOneBestCache(
+                    f"{OPTION} {self.dir} holds the 1-best of another ASR or search ({what}). "
+                    f"Delete {self.dir} or point {OPTION} at a new directory.")
+        else:
+            meta.write_text(json.dumps(key, indent=1) + "\n")
+        self.entries: Dict[str, Entry] = {}
+        for shard in sorted(self.dir.glob("shard-*.pt")):
+            for uid, (tokens, states) in torch.load(shard, map_location="cpu").items():
+                self.entries[uid] = Entry(tokens, states)
+        self._pending: Dict[str, Entry] = {}
+        self._shards = 0
+        self.hits = self.misses = 0
+        if self.entries:
+            logger.info(f"{OPTION} {self.dir}: {len(self.entries):,} utterances cached")
+        atexit.register(self.flush)
+
+    def flush(self):
+        if not self._pending:
+            return
+        self._shards += 1
+        name = self.dir / f"shard-{os.getpid()}-{self._shards:05d}.pt"
+        tmp = name.with_suffix(".tmp")
+        torch.save({uid: (e.tokens, e.states) for uid, e in self._pending.items()}, tmp)
+        os.replace(tmp, name)  # a shard is whole or absent
+        self._pending = {}
+
+    def _store(self, uid: str, entry: Entry):
+        self.entries[uid] = entry
+        self._pending[uid] = entry
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def recognize(self, encoder, net_input, ids: List[str], need_states: bool, need_encoder: bool):
+        """The batch's ``Recognition`` with ``token_states`` filled in: from the cache if
+        every utterance is there, otherwise computed (whole batch) and stored."""
+        from fairseq_exporter.models.coupling import Recognition
+
+        cached = [self.entries.get(uid) for uid in ids]
+        if all(e is not None and (e.states is not None or not need_states) for e in cached):
+            self.hits += len(ids)
+            device = net_input["src_tokens"].device
+            tokens = data_utils.collate_tokens([e.tokens for e in cached], encoder.pad, encoder.eos,
+                                               left_pad=False).to(device)
+            states = None
+            if need_states:
+                first = cached[0].states
+                states = torch.zeros((*tokens.shape, first.size(-1)), dtype=first.dtype, device=device)
+                for i, e in enumerate(cached):
+                    states[i, : e.states.size(0)] = e.states.to(device)
+            limit = encoder.mt_encoder.max_positions()
+            n_truncated = sum(int(e.tokens.numel() >= limit) for e in cached)
+            asr_encoder_out = None
+            if need_encoder:
+                with torch.no_grad():
+                    asr_encoder_out = encoder.asr.encoder(net_input["src_tokens"], net_input["src_lengths"])
+            return Recognition(asr_encoder_out, OneBest(tokens=tokens, n_truncated=n_truncated),
+                               token_states=states)
+        self.misses += len(ids)
+        with torch.no_grad():
+            recognition = encoder.recognize(**net_input)
+            states = encoder.token_states(recognition) if need_states else None
+        recognition.token_states = states
+        tokens = recognition.onebest.tokens
+        lengths = tokens.ne(encoder.pad).sum(1).tolist()
+        for i, uid in enumerate(ids):
+            n = lengths[i]
+            self._store(uid, Entry(tokens[i, :n].cpu().clone(),
+                                   states[i, :n].cpu().clone() if states is not None else None))
+        return recognition
+
+
+def attach(cache: OneBestCache, sample, model, dataset, coupling: str, asr_weight: float):
+    """``sample`` with its recognition (cached or computed now) in ``net_input``, where
+    ``ExporterModel.forward`` takes it instead of running the ASR."""
+    if not sample or "net_input" not in sample:
+        return sample
+    encoder = model.encoder
+    ids = utterance_ids(dataset, sample["id"].tolist())
+    need_states = coupling == "exporter"
+    need_encoder = asr_weight > 0 or model.cfg.exporter_type == "transformer"
+    recognition = cache.recognize(encoder, sample["net_input"], ids, need_states, need_encoder)
+    return dict(sample, net_input=dict(sample["net_input"], recognition=recognition))

@@ -1,0 +1,70 @@
+"""--onebest-cache: with the ASR frozen, the cached 1-best and token states give the
+losses the ASR would give, and a cache that does not fit is an error."""
+
+import pytest
+import torch
+
+from exporter_setup import build, first_batch
+from fairseq_exporter.models.onebest_cache import StaleOneBestCache
+
+STAGE1 = ("--freeze-asr", "--freeze-mt", "--exporter-dropout", "0")
+
+
+def _losses(task, model, criterion, sample, steps=2):
+    """Loss of ``steps`` train steps on the same batch, without optimizer updates."""
+    out = []
+    optimizer = type("NoOpt", (), {"backward": staticmethod(lambda loss: loss.backward())})()
+    for step in range(steps):
+        model.zero_grad()
+        loss, _, log = task.train_step(sample, model, criterion, optimizer, step)
+        grad = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+        out.append((float(loss), float(log["l2_sum"]), int(log["recovered"]), grad))
+    return out
+
+
+@pytest.mark.parametrize("extra", [(), ("--exporter-type", "transformer", "--ast-weight", "1")])
+def test_cached_onebest_gives_the_losses_of_the_asr(cascade, tmp_path, extra):
+    torch.manual_seed(0)
+    _, task, model, criterion = build(cascade, *STAGE1, *extra)
+    sample = first_batch(task, "train", max_sentences=8)
+    plain = _losses(task, model, criterion, sample)
+
+    _, task, _, criterion = build(cascade, *STAGE1, *extra, "--onebest-cache", str(tmp_path / "c"))
+    task.load_dataset("train")
+    cached = _losses(task, model, criterion, sample)  # step 1 fills the cache, step 2 reads it
+    assert task.onebest_cache.misses == len(sample["id"]) and task.onebest_cache.hits == len(sample["id"])
+    for a, b in zip(plain, cached):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+    task.onebest_cache.flush()  # a new run reads the shards back, without running the ASR search
+    _, task2, _, criterion = build(cascade, *STAGE1, *extra, "--onebest-cache", str(tmp_path / "c"))
+    task2.load_dataset("train")
+    model.encoder.search = None  # would fail if called
+    assert _losses(task2, model, criterion, sample, steps=1)[0] == pytest.approx(plain[0], rel=1e-5, abs=1e-6)
+    assert task2.onebest_cache.misses == 0
+
+
+def test_cache_refused_when_the_asr_trains(cascade, tmp_path):
+    with pytest.raises(ValueError, match="--onebest-cache needs --freeze-asr"):
+        build(cascade, "--freeze-mt", "--onebest-cache", str(tmp_path / "c"))
+
+
+def test_cache_of_another_asr_or_search_is_an_error(cascade, tmp_path):
+    _, task, model, criterion = build(cascade, *STAGE1, "--onebest-cache", str(tmp_path / "c"))
+    sample = first_batch(task, "train", max_sentences=4)
+    _losses(task, model, criterion, sample, steps=1)
+
+    # other search options
+    _, task, model, criterion = build(cascade, *STAGE1, "--onebest-cache", str(tmp_path / "c"),
+                                      "--onebest-max-len", "7")
+    task.load_dataset("train")
+    with pytest.raises(StaleOneBestCache, match="onebest_max_len: cached 200, now 7"):
+        _losses(task, model, criterion, sample, steps=1)
+
+    # another ASR (same architecture, other weights)
+    _, task, model, criterion = build(cascade, *STAGE1, "--onebest-cache", str(tmp_path / "c"))
+    task.load_dataset("train")
+    with torch.no_grad():
+        next(model.encoder.asr.parameters()).add_(0.01)
+    with pytest.raises(StaleOneBestCache, match="asr_parameters_sha256.*Delete"):
+        _losses(task, model, criterion, sample, steps=1)
