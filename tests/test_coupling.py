@@ -129,7 +129,9 @@ def test_vocab_exporter_starts_at_the_asr_posterior_times_the_mt_table(cascade):
         logits, _ = asr.decoder(prev, encoder_out=recognition.asr_encoder_out)
         table = model.encoder.embedding_table()
         expected = torch.softmax(8 * logits.float(), -1) @ table
-        torch.testing.assert_close(exported, expected, rtol=1e-4, atol=1e-5)
+        # past a 1-best's end there is no token state to export (the MT zeroes those positions)
+        words = tokens.ne(task.transcript_dictionary.pad())
+        torch.testing.assert_close(exported[words], expected[words], rtol=1e-4, atol=1e-5)
 
         # greedy 1-best = argmax of the teacher-forced logits, so a sharp softmax recovers it
         # (</s> is left out: a hypothesis cut at --onebest-max-len ends in a forced </s>)

@@ -95,7 +95,11 @@ class CoupledEncoder(FairseqEncoder):
             onebest = OneBest(tokens=found.tokens, n_truncated=found.n_truncated, segments=found.segments)
         else:
             onebest = self.search(src_tokens, src_lengths, asr_encoder_out)
-        return Recognition(asr_encoder_out, onebest, ctc_lprobs)
+        # A greedy search keeps the decoder states it computed; where no gradient must reach
+        # the ASR they are the token states, and no teacher-forced pass is needed.
+        reuse = onebest.states is not None and not self.asr.training and (
+            self.freeze_asr or not torch.is_grad_enabled())
+        return Recognition(asr_encoder_out, onebest, ctc_lprobs, token_states=onebest.states if reuse else None)
 
     def token_states(self, recognition: Recognition) -> Tensor:
         """What the exporter reads for each 1-best token (B x L x D): the teacher-forced

@@ -17,6 +17,8 @@ from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
+from fairseq_exporter.models.search_states import StateRecordingDecoder
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,6 +31,7 @@ class OneBest:
     tokens: Tensor  # B x L
     n_truncated: int = 0
     segments: Optional[Tensor] = None  # B x L x 2
+    states: Optional[Tensor] = None  # B x L x D: decoder states kept from a greedy search (search_states.py)
 
     def padding_mask(self, pad: int) -> Tensor:
         return self.tokens.eq(pad)
@@ -59,10 +62,13 @@ class OneBestSearch:
         self.max_len = max_len
         self.max_source_positions = max_source_positions
         self._generator = None
+        self._recorder = None
 
     def _build_generator(self):
-        wrapper = FairseqEncoderDecoderModel(_EncodedSpeech(self.asr_model.encoder),
-                                             self.asr_model.decoder)
+        decoder = self.asr_model.decoder
+        if self.beam == 1:
+            decoder = self._recorder = StateRecordingDecoder(decoder)
+        wrapper = FairseqEncoderDecoderModel(_EncodedSpeech(self.asr_model.encoder), decoder)
         return SequenceGenerator(
             [wrapper], self.dictionary, beam_size=self.beam,
             max_len_a=0, max_len_b=self.max_len,
@@ -75,6 +81,8 @@ class OneBestSearch:
             self._generator = self._build_generator()
         was_training = self.asr_model.training
         self.asr_model.eval()  # the 1-best is the ASR's own output: no dropout in the search
+        if self._recorder is not None:
+            self._recorder.start(src_lengths.size(0), src_lengths.device)
         try:
             hypos = self._generator.generate(
                 None,
@@ -96,7 +104,8 @@ class OneBestSearch:
             logger.warning(f"{n_truncated} ASR 1-best(s) longer than the MT's "
                            f"{self.max_source_positions} source positions were cut to fit")
         tokens = data_utils.collate_tokens(rows, self.dictionary.pad(), eos, left_pad=False)
-        return OneBest(tokens=tokens, n_truncated=n_truncated)
+        states = self._recorder.states(*tokens.shape) if self._recorder is not None else None
+        return OneBest(tokens=tokens, n_truncated=n_truncated, states=states)
 
 
 def teacher_forced_states(asr_decoder, tokens: Tensor, asr_encoder_out: Dict[str, List[Tensor]],

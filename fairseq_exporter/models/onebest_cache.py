@@ -165,7 +165,9 @@ class OneBestCache:
         self.misses += len(ids)
         with torch.no_grad():
             recognition = encoder.recognize(**net_input)
-            states = encoder.token_states(recognition) if need_states else None
+            states = recognition.token_states  # kept from a greedy search, else teacher-forced
+            if need_states and states is None:
+                states = encoder.token_states(recognition)
         recognition.token_states = states
         tokens = recognition.onebest.tokens
         lengths = tokens.ne(encoder.pad).sum(1).tolist()
