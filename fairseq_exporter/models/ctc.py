@@ -69,7 +69,13 @@ def ctc_log_probs(head: nn.Linear, asr_encoder_out) -> Tensor:
 def greedy_path(lprobs: Tensor, blank: int) -> Tuple[List[int], List[Segment]]:
     """Best path of one utterance (T x V, real frames only): frame argmax, repeats
     collapsed, blanks dropped; each label with its run of frames."""
-    labels, counts = torch.unique_consecutive(lprobs.argmax(-1), return_counts=True)
+    return collapse(lprobs.argmax(-1), blank)
+
+
+def collapse(best: Tensor, blank: int) -> Tuple[List[int], List[Segment]]:
+    """The labels of a frame-label sequence (T) with repeats collapsed and blanks
+    dropped, each with its run of frames."""
+    labels, counts = torch.unique_consecutive(best, return_counts=True)
     ends = counts.cumsum(0)
     tokens, segments = [], []
     for label, end, count in zip(labels.tolist(), ends.tolist(), counts.tolist()):
@@ -207,13 +213,14 @@ class CTCSearch:
         """``lprobs``: T x B x V CTC log-probs; ``lengths``: real frames per utterance."""
         rows, segs, n_truncated = [], [], 0
         limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
+        best = lprobs.argmax(-1).cpu() if self.beam == 1 else None  # T x B, one transfer
         for b, n in enumerate(lengths.tolist()):
-            frames = lprobs[:n, b]
             if self.beam > 1:
+                frames = lprobs[:n, b]
                 labels = prefix_beam_search(frames, self.blank, self.beam)
                 segments = forced_segments(frames, labels, self.blank)
             else:
-                labels, segments = greedy_path(frames, self.blank)
+                labels, segments = collapse(best[:n, b], self.blank)
             tokens, segments = to_mt_source(labels, segments, n, self.eos, self.drop)
             if len(tokens) - 1 > limit:
                 if len(tokens) - 1 >= self.max_source_positions:
