@@ -125,7 +125,9 @@ class CoupledEncoder(FairseqEncoder):
         tokens = recognition.onebest.tokens
         with self._asr_grad():
             if self.source == "decoder":
-                states = teacher_forced_states(self.asr.decoder, tokens, recognition.asr_encoder_out, self.eos)
+                states = recognition.token_states  # kept by the search where no gradient is needed
+                if states is None:
+                    states = teacher_forced_states(self.asr.decoder, tokens, recognition.asr_encoder_out, self.eos)
                 scores = self.asr.decoder.output_layer(states)
             else:
                 scores = pool_segments(recognition.ctc_lprobs.transpose(0, 1), self._segments(recognition))
