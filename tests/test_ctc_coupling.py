@@ -109,6 +109,12 @@ def test_posterior_coupling_trains_the_asr_through_a_frozen_mt(cascade):
     _, task, model, criterion = build(cascade, "--exporter-source", "ctc", "--coupling", "posterior",
                                       "--freeze-mt", "--l2-weight", "0", "--asr-weight", "0.3")
     model.train()
+    asr = model.encoder.asr
+    # what no loss reaches is out of training (DDP): the ctc source never runs the ASR
+    # decoder, and the posterior coupling never runs the exporter
+    assert not any(p.requires_grad for p in asr.decoder.parameters())
+    assert not any(p.requires_grad for p in model.encoder.exporter.parameters())
+    assert asr.encoder.ctc_proj.weight.requires_grad
     sample = first_batch(task, split="train", max_sentences=8)
     loss, _, log = criterion(model, sample)
     assert {"ast_loss", "l2_sum", "recovered", "asr_loss"} <= set(log)

@@ -108,15 +108,6 @@ class ExporterModel(FairseqEncoderDecoderModel):
                              (self.decoder, cfg.freeze_mt)):
             if frozen:
                 part.requires_grad_(False)
-        # What no loss reaches gets no gradient, so fairseq's distributed training does
-        # not wait for one: the ASR half the 1-best does not come from, and the exporter
-        # when the MT reads the ASR posterior instead.
-        unused = [self.encoder.asr.decoder] if cfg.exporter_source == "ctc" else \
-            [m for m in (getattr(self.encoder.asr.encoder, "ctc_proj", None),) if m is not None]
-        if self.encoder.coupling == "posterior":
-            unused.append(self.encoder.exporter)
-        for part in unused:
-            part.requires_grad_(False)
         self.train()
 
     @classmethod
