@@ -134,3 +134,23 @@ def test_asr_without_ctc_head_is_refused_naming_ctc_weight(cascade, tmp_path):
                                          r"has none.*--ctc-weight"):
         build(dict(cascade, asr=no_ctc), "--exporter-source", "ctc")
     build(dict(cascade, asr=no_ctc))  # the decoder source does not need one
+
+
+def test_ctc_prefix_beam_onebest_is_a_valid_mt_source(models, monkeypatch):
+    task, model, _, sample, greedy = models("ctc")
+    monkeypatch.setattr(model.encoder.search, "beam", 4)  # what --onebest-beam 4 builds
+    with torch.no_grad():
+        beam = model.encoder.recognize(**sample["net_input"])
+        exported = model.encoder.export(beam)
+    d = task.transcript_dictionary
+    tokens, segments = beam.onebest.tokens, beam.onebest.segments
+    lengths = tokens.ne(d.pad()).sum(1)
+    assert torch.equal(tokens[torch.arange(len(tokens)), lengths - 1], torch.full_like(lengths, d.eos()))
+    assert tokens.eq(d.eos()).sum() == len(tokens) and not tokens.eq(d.bos()).any()
+    real = tokens.ne(d.pad())
+    assert (segments[..., 1] > segments[..., 0])[real].all()
+    assert not exported.isnan().any()
+    # on a confident head the prefix beam mostly agrees with the best path
+    same = sum(torch.equal(a[a.ne(d.pad())], b[b.ne(d.pad())])
+               for a, b in zip(beam.onebest.tokens, greedy.onebest.tokens))
+    assert same >= len(tokens) // 2
