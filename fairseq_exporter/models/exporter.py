@@ -37,8 +37,6 @@ class MLPExporter(nn.Module):
 
 
 class VocabularyExporter(nn.Module):
-    SHARPNESS = 8.0
-
     """softmax(W h) @ T + MLP(h): scores the vocabulary from the ASR state and mixes
     embedding rows, plus a learned correction.
 
@@ -53,6 +51,8 @@ class VocabularyExporter(nn.Module):
     95% at 4x, 99% at 8x.) Everything is the exporter's own copy
     and trains; T lets the translation loss move a token's exported row (e.g. towards
     a synonym the frozen MT translates the way the task wants)."""
+
+    SHARPNESS = 8.0
 
     def __init__(self, in_dim: int, out_dim: int, vocab_size: int, hidden_dim: int,
                  dropout: float, asr_output_weight: Optional[Tensor] = None,
