@@ -36,6 +36,7 @@ def read_lines(path, prefix):
 
 def two_process(work, data, out, args, env):
     times = {}
+    spm_model = work.st / "spm_en.model"
     times["ASR fairseq-generate"] = run_cli(
         ["fairseq_cli.generate", data, "--user-dir", USER_DIR, "--task", "speech_to_text",
          "--config-yaml", "config_asr.yaml", "--gen-subset", f"{args.subset}_asr",
@@ -47,11 +48,11 @@ def two_process(work, data, out, args, env):
     import sentencepiece as spm
 
     onebest = read_lines(out / "asr" / f"generate-{args.subset}_asr.txt", "D")
-    sp = spm.SentencePieceProcessor(model_file=str(work.st / "spm_en.model"))
+    sp = spm.SentencePieceProcessor(model_file=str(spm_model)) if spm_model.is_file() else None  # else words
     order = sorted(onebest)
     with open(out / "onebest.spm.en", "w", encoding="utf-8") as f:
         for i in order:
-            f.write(" ".join(sp.encode(onebest[i], out_type=str)) + "\n")
+            f.write((" ".join(sp.encode(onebest[i], out_type=str)) if sp else onebest[i]) + "\n")
     times["re-encode the 1-best (sentencepiece)"] = time.perf_counter() - start
 
     with open(out / "onebest.spm.en") as stdin, open(out / "mt.txt", "w") as stdout:
@@ -62,7 +63,7 @@ def two_process(work, data, out, args, env):
             [sys.executable, "-m", "fairseq_cli.interactive", str(work.mt_bin), "--user-dir", USER_DIR,
              "--path", str(work.checkpoint("mt")), "--source-lang", "en", "--target-lang", "de",
              "--beam", str(args.beam), "--buffer-size", "100000", "--max-tokens", "4096",
-             "--post-process", "sentencepiece"], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
+             *(["--post-process", "sentencepiece"] if sp else [])], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
         times["MT fairseq-interactive"] = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit("fairseq-interactive failed")

@@ -153,6 +153,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp16", action="store_true", help="CUDA: autocast fp16 in every configuration")
     parser.add_argument("--scratch", default="/tmp/fairseq_exporter_bench/train_step")
+    parser.add_argument("--no-memory", action="store_true", help="times only (no peak-memory processes)")
     parser.add_argument("--memory-of", choices=CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -178,8 +179,8 @@ def main():
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
 
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads))
-    peak = {}
-    for k in CONFIGS:
+    peak = dict.fromkeys(CONFIGS, float("nan"))
+    for k in () if args.no_memory else CONFIGS:
         proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--memory-of", k],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:

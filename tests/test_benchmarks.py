@@ -1,0 +1,68 @@
+"""Each benchmark script runs end to end (on the tiny cascade, so its figures mean
+nothing); the real figures are in the README's Performance section."""
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+from exporter_setup import build
+
+BENCH = REPO / "benchmarks"
+
+
+def _work(cascade, tmp_path):
+    """The toy recipe's work-dir layout on the tiny cascade; stage1 = stage2 = an untrained
+    exporter model, saved in-process (a fairseq-train run would add its start-up time)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "st").symlink_to(cascade["s2t"])
+    (work / "mt-bin").symlink_to(cascade["mt_bin"])
+    for name in ("asr", "mt"):
+        (work / name).mkdir()
+        (work / name / "checkpoint_best.pt").symlink_to(cascade[name])
+    cfg, _, model, _ = build(cascade, "--freeze-asr", "--freeze-mt")
+    for name in ("stage1", "stage2"):
+        (work / name).mkdir()
+        torch.save({"cfg": OmegaConf.to_container(cfg), "model": model.state_dict(), "args": None,
+                    "optimizer_history": [{"criterion_name": "ExporterCriterion", "optimizer_name": "Adam",
+                                           "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+                    "extra_state": {"train_iterator": {"epoch": 0}}},
+                   work / name / "checkpoint_best.pt")
+    return work
+
+
+def _script(name, *args):
+    proc = subprocess.run([sys.executable, str(BENCH / name), *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout
+
+
+def _in_process(name, monkeypatch, capsys, *args):
+    """main() of a script that needs no process of its own (saves a fairseq start-up)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module(name)
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    module.main()
+    return capsys.readouterr().out
+
+
+def test_benchmark_scripts_print_their_tables(cascade, tmp_path, monkeypatch, capsys):
+    """(cascade_vs_two_process.py is left out: four fairseq start-ups; it runs only stock CLIs)"""
+    work = _work(cascade, tmp_path)
+    out = _in_process("decode_floor", monkeypatch, capsys, "--work", work, "--rounds", "1", "--max-tokens", "4000",
+                      "--onebest-max-len", "12", "--scratch", tmp_path / "s1")
+    assert "cascade, --coupling exporter" in out and "1-best identical to the floor's in" in out
+    out = _in_process("train_step", monkeypatch, capsys, "--work", work, "--updates", "1", "--max-tokens", "4000",
+                      "--onebest-max-len", "12", "--no-memory", "--scratch", tmp_path / "s2")
+    assert "stage-2 / parts" in out
+    # through fairseq-train: the cache is filled in epoch 1 and read in epoch 2
+    out = _script("onebest_cache_epochs.py", "--work", work, "--utterances", "40", "--max-tokens", "4000",
+                  "--onebest-max-len", "12", "--scratch", tmp_path / "s3")
+    assert "stage 1, --onebest-cache" in out
