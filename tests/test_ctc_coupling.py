@@ -12,6 +12,7 @@ from exporter_setup import build, first_batch
 from test_coupling import _generate
 
 from fairseq_exporter.models.ctc import ctc_log_probs, frame_lengths, greedy_path
+from fairseq_exporter.models.exporter import nearest_rows
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,17 @@ def test_ctc_prefix_beam_onebest_is_a_valid_mt_source(models, monkeypatch):
     same = sum(torch.equal(a[a.ne(d.pad())], b[b.ne(d.pad())])
                for a, b in zip(beam.onebest.tokens, greedy.onebest.tokens))
     assert same >= len(tokens) // 2
+
+
+def test_vocab_exporter_on_the_ctc_source_starts_at_the_ctc_onebest(built, cascade):
+    """--exporter-type vocab starts from the CTC head (blank left out): before training,
+    each exported vector is nearest the MT row of its CTC 1-best token."""
+    task, _, _, _, recognition = built["ctc"]
+    _, _, model, _ = build(cascade, "--exporter-source", "ctc", "--exporter-type", "vocab")
+    model.eval()
+    with torch.no_grad():
+        exported = model.encoder.export(recognition)
+    tokens = recognition.onebest.tokens
+    real = tokens.ne(task.transcript_dictionary.pad())
+    nearest = nearest_rows(exported[real], model.encoder.embedding_table())
+    assert nearest.eq(tokens[real]).float().mean() >= 0.95
