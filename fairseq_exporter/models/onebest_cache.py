@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 import torch
 from fairseq.data import ConcatDataset, data_utils
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from fairseq_exporter.models.onebest import OneBest
 
@@ -149,11 +150,8 @@ class OneBestCache:
             tokens = data_utils.collate_tokens([e.tokens for e in cached], encoder.pad, encoder.eos,
                                                left_pad=False).to(device)
             states = None
-            if need_states:
-                first = cached[0].states
-                states = torch.zeros((*tokens.shape, first.size(-1)), dtype=first.dtype, device=device)
-                for i, e in enumerate(cached):
-                    states[i, : e.states.size(0)] = e.states.to(device)
+            if need_states:  # B x L x D, zeros past each 1-best's end (the MT zeroes those positions)
+                states = pad_sequence([e.states for e in cached], batch_first=True).to(device)
             limit = encoder.mt_encoder.max_positions()
             n_truncated = sum(int(e.tokens.numel() >= limit) for e in cached)
             asr_encoder_out = None
