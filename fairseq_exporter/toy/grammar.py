@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 DOMAINS = ("general", "task")
-MIN_WORDS, MAX_WORDS = 4, 15
+MIN_WORDS, MAX_WORDS = 4, 8
 
 
 @dataclass(frozen=True)

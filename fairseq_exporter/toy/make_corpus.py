@@ -49,23 +49,23 @@ SCALES = {
                  task_text=3500),
 }
 SPLITS = ("train", "dev", "test")
-# Requested sizes; with ~490 English and ~1800 German word types (inflected, punctuation
-# attached) sentencepiece stops near 480 and 720 pieces, at about 1.4 pieces per word.
-SPM_VOCAB = {"en": 500, "de": 800}
+# Requested sizes. English is the MT source and the ASR target: subword pieces (not the ~490
+# whole words a 500 vocabulary gives) let the minutes-long ASR training share what it learns
+# across words (calibration: dev token accuracy after 700 updates 60% with 4-10-word sentences
+# and 500 pieces, 75% with 4-8 words and 200 pieces).
+# German stops near 720 pieces for ~1800 word types.
+SPM_VOCAB = {"en": 200, "de": 800}
 # fairseq's S2T convention (data_utils.gen_vocab): ids of the four specials, which the fairseq
 # Dictionary adds itself, so spm piece ids equal dictionary ids.
 SPM_SPECIALS = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3)
 SPECIAL_PIECES = {"<s>", "<pad>", "</s>", "<unk>"}
-# Milder than MuST-C's "lb" policy: the toy ASR trains for minutes on short utterances.
-SPECAUGMENT = dict(time_warp_W=0, freq_mask_N=1, freq_mask_F=10, time_mask_N=1, time_mask_T=20,
-                   time_mask_p=0.2)
+# No SpecAugment (MuST-C's configs have it): it pays off over long trainings, and the toy ASR
+# trains for minutes; the speech itself is varied (speakers, rates, noise, rooms).
 
-VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
-          "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4",
-            "+f5", "+klatt", "+klatt2", "+klatt3")
-N_SPEAKERS = 40
-RATE_WPM = (140, 220)
+VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland")
+VARIANTS = ("", "+m1", "+m3", "+f1", "+f2", "+f4")
+N_SPEAKERS = 12
+RATE_WPM = (150, 200)
 P_REVERB, RT60_S, DRR_DB = 0.15, (0.15, 0.4), (5.0, 15.0)
 P_LOWPASS, LOWPASS_HZ = 0.1, (3000.0, 5000.0)
 SILENCE_S = (0.05, 0.4)
@@ -274,8 +274,7 @@ def write_configs(st_dir: Path):
         "input_channels": 1,
         "input_feat_per_channel": 80,
         "audio_root": str(st_dir),
-        "specaugment": SPECAUGMENT,
-        "transforms": {"_train": ["utterance_cmvn", "specaugment"], "*": ["utterance_cmvn"]},
+        "transforms": {"*": ["utterance_cmvn"]},
     }
     configs = {
         "config_st.yaml": {"vocab_filename": "dict.de.txt", "bpe_tokenizer": bpe("de"),
