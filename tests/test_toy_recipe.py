@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:")
+ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
+        "CTC 1-best cascade", "stage 2, CTC source", "posterior coupling")
 
 
 def test_quick_toy_study_produces_every_row_and_file(tmp_path):
@@ -16,7 +17,7 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
                            "--work", str(work), "--results", str(results)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in range(8):
+    for stage in range(9):
         assert f"Stage {stage}:" in proc.stdout
 
     table = (results / "results.md").read_text()
@@ -26,11 +27,12 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
 
     n_test = len((work / "data/st/test.tsv").read_text().splitlines()) - 1
-    for name in ("onebest", "reference", "stage1", "stage2", "adapted-onebest", "stage3"):
+    for name in ("onebest", "reference", "stage1", "stage2", "adapted-onebest", "stage3",
+                 "ctc-onebest", "stage2-ctc", "posterior"):
         score = json.loads((work / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0
-        if name not in ("onebest", "adapted-onebest"):
+        if name not in ("onebest", "adapted-onebest", "ctc-onebest"):
             assert 0 <= score["p_bleu"] <= 1
     assert json.loads((work / "gen/reference/score.json").read_text())["wer"] == 0.0
 

@@ -19,9 +19,14 @@ ROWS = [
     ("stage 2: ASR + exporter, MT frozen", "gen/stage2", "1-best cascade"),
     ("adapted MT: 1-best cascade", "gen/adapted-onebest", None),
     ("stage 3: ASR + exporter, adapted MT frozen", "gen/stage3", "adapted MT: 1-best cascade"),
+    # beyond the paper's table (issue 8): the exporter on CTC segments, and tight coupling
+    ("CTC 1-best cascade", "gen/ctc-onebest", None),
+    ("stage 2, CTC source: ASR + exporter on CTC segments, MT frozen", "gen/stage2-ctc", "CTC 1-best cascade"),
+    ("posterior coupling (Bahar et al. 2021): ASR fine-tuned, MT frozen", "gen/posterior", "1-best cascade"),
 ]
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("stage 3 (exporter only)", "stage3-exporter"),
-          ("stage 3", "stage3")]
+          ("stage 3", "stage3"), ("stage 1, CTC source", "stage1-ctc"), ("stage 2, CTC source", "stage2-ctc"),
+          ("posterior coupling", "posterior")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
 
