@@ -52,7 +52,7 @@ if [ "$scale" = full ]; then
   # The ASR is what the 20-minute budget buys least of: 800 updates leave it with real
   # errors (calibration in the README).
   asr_updates=800; asr_warmup=150; asr_valid_every=200
-  stage1_updates=50; stage2_updates=150; valid_every=50
+  stage1_updates=50; stage2_updates=100; valid_every=50
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
 else
@@ -102,7 +102,7 @@ exporter_train() {  # name save_dir mt_checkpoint max_update extra-flags...
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
     --clip-norm 10 --max-tokens $max_tokens_st \
     --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
-    --validate-interval-updates $valid_every --save-interval-updates 1000000 \
+    --validate-interval-updates $valid_every --save-interval-updates $valid_every --keep-interval-updates 1 \
     --max-update "$updates" --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
   mark_trained "$save" "$updates"
   log "  $name: $(last_dev "train-$name")"
