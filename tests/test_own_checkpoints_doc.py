@@ -121,4 +121,4 @@ def test_own_checkpoints_doc_runs_as_written(doc_run):
     proc = bash("again", "check")
     assert proc.returncode == 0, _show(proc)
     log = proc.stdout + proc.stderr
-    assert "exporter cascade: coupling=exporter exporter=mlp" in log and "done training" in log
+    assert "exporter cascade: coupling=exporter source=decoder exporter=mlp" in log and "done training" in log
