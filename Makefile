@@ -31,7 +31,7 @@ demo: install
 	bash recipes/toy/run.sh
 
 test: install
-	$(PY) -m pytest -x -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -x -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) results/toy work/toy

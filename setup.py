@@ -33,7 +33,7 @@ setup(
     ],
     extras_require={
         "toy": ["espeakng-loader", "matplotlib"],
-        "test": ["pytest", "pandas"],  # pandas: fairseq's own prep_mustc_data.py, compared against
+        "test": ["pytest", "pytest-xdist", "pandas"],  # xdist: the suite runs on both cores; pandas: fairseq's own prep_mustc_data.py, compared against
     },
     entry_points={
         "console_scripts": [

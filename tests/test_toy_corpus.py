@@ -51,7 +51,9 @@ def _has_form(forms, de):
 
 
 def test_ambiguous_words_translate_differently_across_domains():
-    general = grammar.generate("general", 4000, seed=3)
+    # 4-8-word sentences leave little room for a cue phrase: ~0.06% of general sentences carry a
+    # given word's cued task sense, so it takes 20000 to see a handful per word
+    general = grammar.generate("general", 20000, seed=3)
     task = grammar.generate("task", 2000, seed=3)
     for word in grammar.AMBIGUOUS:
         general_forms, task_forms = (_german_forms(word.sense(d)) for d in grammar.DOMAINS)
