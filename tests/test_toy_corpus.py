@@ -250,3 +250,14 @@ def test_audio_does_not_depend_on_the_number_of_workers(tmp_path, monkeypatch):
     assert one.read_bytes() == two.read_bytes()
     with zipfile.ZipFile(one) as zf:  # and each utterance gets its own voice and noise
         assert len({zf.read(name) for name in zf.namelist()}) == len(jobs)
+
+
+def test_ambiguous_nouns_and_their_task_synonyms_are_single_english_pieces(corpus):
+    """One exported vector per 1-best token: "bank" can only be steered to "shore" (-> "Ufer")
+    if each is one piece; plurals add a piece after the stem."""
+    model = spm.SentencePieceProcessor(model_file=str(corpus / "st" / "spm_en.model"))
+    words = grammar.steering_words()
+    assert {"bank", "shore", "bat", "enclosure"} <= set(words)
+    for word in words:
+        assert model.encode(f"the {word}", out_type=str) == ["\u2581the", "\u2581" + word], word
+    assert model.encode("banks", out_type=str)[0] == "\u2581bank"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
-        "CTC 1-best cascade", "stage 2, CTC source", "posterior coupling")
+        "decoder 1-best cascade", "stage 2, decoder source", "posterior coupling")
 
 
 def test_quick_toy_study_produces_every_row_and_file(tmp_path):
@@ -28,11 +28,11 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
 
     n_test = len((work / "data/st/test.tsv").read_text().splitlines()) - 1
     for name in ("onebest", "reference", "stage1", "stage2", "adapted-onebest", "stage3",
-                 "ctc-onebest", "stage2-ctc", "posterior"):
+                 "onebest-decoder", "stage2-decoder", "posterior"):
         score = json.loads((work / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0
-        if name not in ("onebest", "adapted-onebest", "ctc-onebest"):
+        if name not in ("onebest", "adapted-onebest", "onebest-decoder"):
             assert 0 <= score["p_bleu"] <= 1
     assert json.loads((work / "gen/reference/score.json").read_text())["wer"] == 0.0
 

@@ -225,6 +225,14 @@ AMBIGUOUS = (
                   ("by the fire", "am Feuer")),
 )
 
+def steering_words() -> List[str]:
+    """The ambiguous nouns and the general-domain synonyms of their task senses ("shore" for
+    "bank" -> "Ufer"). The corpus keeps each one a single subword piece: an exporter emits one
+    vector per 1-best token, so it can only aim "bank" at "shore" if both are one token."""
+    task_senses = {word.task[0] for word in AMBIGUOUS}
+    return [word.en for word in AMBIGUOUS] + [n.en for n in NOUNS if n.de in task_senses]
+
+
 # Per noun slot: how often an ambiguous noun fills it, and (general domain) how often in its
 # cued task sense.
 P_AMBIGUOUS = {"general": 0.12, "task": 0.45}

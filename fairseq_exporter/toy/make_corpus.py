@@ -239,15 +239,16 @@ def zip_manifest(zip_path: Path):
     return manifest
 
 
-def train_sentencepiece(lines, prefix: Path, vocab_size: int):
-    """A unigram model and the fairseq dictionary derived from it (data_utils.gen_vocab)."""
+def train_sentencepiece(lines, prefix: Path, vocab_size: int, whole_words=()):
+    """A unigram model and the fairseq dictionary derived from it (data_utils.gen_vocab);
+    `whole_words` are kept single pieces at the start of a word (plurals add a piece)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()
         spm.SentencePieceTrainer.train(
             input=f.name, model_prefix=str(prefix), model_type="unigram", vocab_size=vocab_size,
             character_coverage=1.0, hard_vocab_limit=False, num_threads=2, minloglevel=2,
-            **SPM_SPECIALS)
+            user_defined_symbols=["\u2581" + w for w in whole_words], **SPM_SPECIALS)
     model = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
     return model, [model.id_to_piece(i) for i in range(model.get_piece_size())
                    if model.id_to_piece(i) not in SPECIAL_PIECES]
@@ -311,7 +312,7 @@ def write_vocabularies_and_text(st_dir: Path, text_dir: Path, texts):
     for k, lang in enumerate(("en", "de")):
         models[lang], pieces = train_sentencepiece(
             [pair[k] for pair in texts["general_train"] + task_train], st_dir / f"spm_{lang}",
-            SPM_VOCAB[lang])
+            SPM_VOCAB[lang], whole_words=grammar.steering_words() if lang == "en" else ())
         write_lines(st_dir / f"dict.{lang}.txt", [f"{piece} 1" for piece in pieces])
     text_sets = {"general.train": texts["general_train"], "general.valid": texts["general_valid"],
                  "task.train": task_train, "task.valid": texts["dev"], "task.test": texts["test"]}
