@@ -1,7 +1,7 @@
 """Where the toy study's models and data are, for the benchmark scripts.
 
 ``--work DIR`` is the toy recipe's work dir (``work/toy`` after ``make demo``:
-``data/st``, ``mt-bin``, ``asr``, ``mt``, ``stage1``, ``stage2``); a copy with the S2T
+``data/st``, ``mt-bin``, ``asr``, ``mt``, ``stage1``, ``stage2``, ``stage1-decoder``, ``stage2-decoder``); a copy with the S2T
 data root at ``DIR/st`` instead of ``DIR/data/st`` works too. The recipe's config yamls
 name absolute paths (``audio_root``, the sentencepiece models) that break when the work
 dir moves, so each script runs on a scratch data root: links to the manifests and

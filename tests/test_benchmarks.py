@@ -15,7 +15,7 @@ BENCH = REPO / "benchmarks"
 
 def _work(cascade, tmp_path):
     """The toy recipe's work-dir layout on the tiny cascade; stage1 = stage2 = an untrained
-    exporter model, saved in-process (a fairseq-train run would add its start-up time)."""
+    exporter model (and the same as stage1-decoder, stage2-decoder), saved in-process (a fairseq-train run would add its start-up time)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -27,7 +27,7 @@ def _work(cascade, tmp_path):
         (work / name).mkdir()
         (work / name / "checkpoint_best.pt").symlink_to(cascade[name])
     cfg, _, model, _ = build(cascade, "--freeze-asr", "--freeze-mt")
-    for name in ("stage1", "stage2"):
+    for name in ("stage1", "stage2", "stage1-decoder", "stage2-decoder"):
         (work / name).mkdir()
         torch.save({"cfg": OmegaConf.to_container(cfg), "model": model.state_dict(), "args": None,
                     "optimizer_history": [{"criterion_name": "ExporterCriterion", "optimizer_name": "Adam",

@@ -13,7 +13,7 @@ ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapt
 
 def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     work, results = tmp_path / "work", tmp_path / "results"
-    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick",
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--stop-stage", "8",
                            "--work", str(work), "--results", str(results)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -37,7 +37,7 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     assert json.loads((work / "gen/reference/score.json").read_text())["wer"] == 0.0
 
     # a rerun skips what is done and rebuilds the same table
-    rerun = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--stage", "3",
+    rerun = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--stage", "3", "--stop-stage", "8",
                             "--work", str(work), "--results", str(results)],
                            capture_output=True, text=True, cwd=REPO)
     assert rerun.returncode == 0 and "trained, skipped" in rerun.stdout

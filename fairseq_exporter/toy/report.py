@@ -54,6 +54,29 @@ def validate_figures(work: Path, name: str):
     return None, None
 
 
+def sense_forms():
+    """German forms of the ambiguous nouns' task senses and of their general senses."""
+    from fairseq_exporter.toy.grammar import AMBIGUOUS
+
+    forms = {}
+    for domain in ("task", "general"):
+        nouns = [word.sense(domain) for word in AMBIGUOUS]
+        forms[domain] = {f for n in nouns for f in (n.de, n.de_pl, n.de_dat_pl)}
+    return forms
+
+
+def sense_counts(generate_txt: Path, forms, prefix="D"):
+    """(task-sense, general-sense) German nouns in fairseq-generate's ``prefix`` lines:
+    what the frozen general MT gets wrong is the sense, so this is where steering shows."""
+    counts = {"task": 0, "general": 0}
+    for line in generate_txt.read_text(encoding="utf-8").splitlines():
+        if line.startswith(prefix + "-"):
+            for word in line.split("\t")[-1].split():
+                for domain in counts:
+                    counts[domain] += word.strip(".,") in forms[domain]
+    return counts["task"], counts["general"]
+
+
 def fmt(value, digits=2, signed=False):
     if value is None:
         return "—"
@@ -62,6 +85,7 @@ def fmt(value, digits=2, signed=False):
 
 def build_table(work: Path):
     rows, scores = [], {}
+    forms = sense_forms()
     for label, gen, baseline in ROWS:
         score_path = work / gen / "score.json"
         if not score_path.exists():
@@ -73,14 +97,16 @@ def build_table(work: Path):
         delta = p = None
         if baseline and "delta_bleu" in s:
             delta, p = s["delta_bleu"], s["p_bleu"]
+        task, general = sense_counts(work / gen / "generate-test.txt", forms)
         rows.append((label, fmt(s.get("wer")), fmt(s["bleu"]), fmt(s["chrf"]),
                      f"{fmt(delta, signed=True)} (p={p:.3f})" if delta is not None else "—",
-                     fmt(l2, 3), fmt(recovery, 1)))
+                     fmt(l2, 3), fmt(recovery, 1), f"{task} / {general}"))
     return rows, scores
 
 
 def markdown_table(rows):
-    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %")
+    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %",
+            "ambiguous nouns: task / general sense")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -129,6 +155,8 @@ def main(argv=None):
     plot_curves(args.work, args.out / "curves.png")
     corpus = json.loads((args.work / "data" / "corpus.json").read_text())
     first = next(iter(scores.values()))
+    first_gen = next(args.work / gen for label, gen, _ in ROWS if label in scores)
+    ref_task, ref_general = sense_counts(first_gen / "generate-test.txt", sense_forms(), prefix="T")
     text = ["# Toy study: exporter-coupled cascade vs 1-best cascade", "",
             f"Test set: {first['n']} utterances of synthesized task-domain speech "
             f"(corpus seed {corpus['arguments']['seed']}, scale {corpus['arguments']['scale']}). "
@@ -137,7 +165,9 @@ def main(argv=None):
             "Rows 7-9 take the 1-best from the ASR's attention decoder instead. "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; test L2 and token "
-            "recovery from fairseq-validate.", "",
+            "recovery from fairseq-validate. The last column counts the German nouns of the twelve "
+            "ambiguous words' task senses (Ufer, Fledermaus, ...) and general senses (Bank, Schläger, "
+            f"...) in the translations; the references hold {ref_task} / {ref_general}.", "",
             markdown_table(rows), "",
             f"BLEU signature: `{first.get('signature_bleu', '')}`  ",
             f"chrF signature: `{first.get('signature_chrf', '')}`", "",
