@@ -8,7 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
-        "decoder 1-best cascade", "stage 2, decoder source", "posterior coupling")
+        "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
+        "posterior coupling")
 
 
 def test_quick_toy_study_produces_every_row_and_file(tmp_path):
@@ -23,12 +24,13 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     table = (results / "results.md").read_text()
     for row in ROWS:
         assert sum(line.startswith(f"| {row}") for line in table.splitlines()) == 1, row
+    assert "Stage 2 against the control: ΔBLEU" in table
     assert (results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
 
     n_test = len((work / "data/st/test.tsv").read_text().splitlines()) - 1
     for name in ("onebest", "reference", "stage1", "stage2", "adapted-onebest", "stage3",
-                 "onebest-decoder", "stage2-decoder", "posterior"):
+                 "asr-only", "onebest-decoder", "stage2-decoder", "posterior"):
         score = json.loads((work / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0

@@ -16,3 +16,14 @@ def test_sense_counts_reads_hypotheses_or_references_and_all_german_forms(tmp_pa
     assert {"Bank", "Banken", "Schläger"} <= forms["general"]
     assert sense_counts(gen, forms) == (1, 2)  # D- lines: Ufer / Bank, Schläger
     assert sense_counts(gen, forms, prefix="T") == (3, 1)  # Ufer, Fledermäuse, Ufern / Banken
+
+
+def test_runaway_outputs_counts_translations_over_twice_their_reference(tmp_path):
+    gen = tmp_path / "generate-test.txt"
+    gen.write_text("\n".join([
+        "T-0\tEin zwei drei.", "D-0\t-0.1\tEin zwei drei vier fünf sechs sieben.",  # 7 > 2 * 3
+        "T-1\tEin zwei drei.", "D-1\t-0.1\tEin zwei drei vier fünf sechs.",  # 6, not more than twice
+        "T-2\tEins.", "D-2\t-0.1\tEins.",
+    ]) + "\n", encoding="utf-8")
+    from fairseq_exporter.toy.report import runaway_outputs
+    assert runaway_outputs(gen) == 1

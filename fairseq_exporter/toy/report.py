@@ -20,14 +20,18 @@ ROWS = [
     ("stage 2: ASR + exporter, MT frozen", "gen/stage2", "1-best cascade"),
     ("adapted MT: 1-best cascade", "gen/adapted-onebest", None),
     ("stage 3: ASR + exporter, adapted MT frozen", "gen/stage3", "adapted MT: 1-best cascade"),
-    # beyond the paper's table: the ASR's attention decoder as the source, and tight coupling
+    # beyond the paper's table (stage 8): a control for stage 2's extra ASR training, the ASR's
+    # attention decoder as the source, and tight coupling
+    ("control: 1-best cascade after stage 2's ASR updates, transcript loss only", "gen/asr-only",
+     "1-best cascade"),
     ("decoder 1-best cascade", "gen/onebest-decoder", None),
     ("stage 2, decoder source: ASR + exporter on decoder states, MT frozen", "gen/stage2-decoder",
      "decoder 1-best cascade"),
     ("posterior coupling (Bahar et al. 2021), decoder: ASR fine-tuned, MT frozen", "gen/posterior",
      "decoder 1-best cascade"),
 ]
-CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("stage 3 (exporter only)", "stage3-exporter"),
+CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "asr-only"),
+          ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
@@ -77,6 +81,18 @@ def sense_counts(generate_txt: Path, forms, prefix="D"):
     return counts["task"], counts["general"]
 
 
+def runaway_outputs(generate_txt: Path, factor: float = 2.0):
+    """Translations (D- lines) longer than ``factor`` times their reference (T- lines): a weak MT
+    on a garbled 1-best can fall into a repetition loop, and a few such outputs move BLEU."""
+    hyp, ref = {}, {}
+    for line in generate_txt.read_text(encoding="utf-8").splitlines():
+        head, _, rest = line.partition("-")
+        if head in ("D", "T"):
+            index, *fields = rest.split("\t")
+            (hyp if head == "D" else ref)[index] = len(fields[-1].split())
+    return sum(n > factor * ref.get(i, n) for i, n in hyp.items())
+
+
 def fmt(value, digits=2, signed=False):
     if value is None:
         return "—"
@@ -100,13 +116,25 @@ def build_table(work: Path):
         task, general = sense_counts(work / gen / "generate-test.txt", forms)
         rows.append((label, fmt(s.get("wer")), fmt(s["bleu"]), fmt(s["chrf"]),
                      f"{fmt(delta, signed=True)} (p={p:.3f})" if delta is not None else "—",
-                     fmt(l2, 3), fmt(recovery, 1), f"{task} / {general}"))
+                     fmt(l2, 3), fmt(recovery, 1), f"{task} / {general}",
+                     str(runaway_outputs(work / gen / "generate-test.txt"))))
     return rows, scores
+
+
+def control_line(work: Path):
+    """Stage 2 against the control (the same ASR updates on the transcript loss alone), if
+    stage 8 scored it: the comparison that separates the coupling from more ASR training."""
+    path = work / "gen" / "asr-only" / "stage2-vs-control.json"
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    return [f"Stage 2 against the control: ΔBLEU {s['delta_bleu']:+.2f} (p={s['p_bleu']:.3f}), "
+            f"ΔchrF {s['delta_chrf']:+.2f} (p={s['p_chrf']:.3f}).", ""]
 
 
 def markdown_table(rows):
     head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %",
-            "ambiguous nouns: task / general sense")
+            "ambiguous nouns: task / general sense", "outputs > 2x ref length")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -162,13 +190,15 @@ def main(argv=None):
             f"(corpus seed {corpus['arguments']['seed']}, scale {corpus['arguments']['scale']}). "
             "Rows 1-6 are the paper's study: the 1-best is the greedy path of the ASR's CTC head and "
             "the exporter reads the encoder frames of each token's CTC segment (--exporter-source ctc). "
-            "Rows 7-9 take the 1-best from the ASR's attention decoder instead. "
+            "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
+            "decoder rows take the 1-best from the ASR's attention decoder instead. "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; test L2 and token "
             "recovery from fairseq-validate. The last column counts the German nouns of the twelve "
             "ambiguous words' task senses (Ufer, Fledermaus, ...) and general senses (Bank, Schläger, "
-            f"...) in the translations; the references hold {ref_task} / {ref_general}.", "",
-            markdown_table(rows), "",
+            f"...) in the translations; the references hold {ref_task} / {ref_general}. The last counts "
+            "translations more than twice as long as their reference (repetition loops).", "",
+            markdown_table(rows), "", *control_line(args.work),
             f"BLEU signature: `{first.get('signature_bleu', '')}`  ",
             f"chrF signature: `{first.get('signature_chrf', '')}`", "",
             "![dev BLEU and L2 over updates](curves.png)", ""]

@@ -226,7 +226,15 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  log "Stage 8: beyond the paper's table: the exporter on the attention decoder, and posterior coupling"
+  log "Stage 8: beyond the paper's table: a control, the exporter on the attention decoder, posterior coupling"
+  # Control: stage 2 also trains the ASR 100 more updates (transcript loss); the same updates with
+  # the transcript loss alone, then the plain 1-best cascade, show what that part is worth.
+  exporter_train asr-only "$work/asr-only" "$work/mt/checkpoint_best.pt" $stage2_updates ctc \
+    --finetune-from-model "$work/stage1/checkpoint_best.pt" \
+    --freeze-mt --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
+  evaluate asr-only "$work/asr-only/checkpoint_best.pt" onebest onebest
+  run score-stage2-vs-control fairseq_exporter.cli.score "$work/gen/stage2/generate-test.txt" \
+    "$work/gen/asr-only/generate-test.txt" --json "$work/gen/asr-only/stage2-vs-control.json"
   # The same stages 1-2 with the 1-best from the ASR's attention decoder and the exporter reading
   # the decoder state that predicted each token; compared with the decoder 1-best cascade.
   exporter_train stage1-decoder "$work/stage1-decoder" "$work/mt/checkpoint_best.pt" $stage1_updates decoder \
