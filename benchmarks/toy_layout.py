@@ -43,8 +43,11 @@ class ToyWork:
         root = Path(scratch) / "data"
         root.mkdir(parents=True, exist_ok=True)
         for f in self.st.iterdir():
-            if f.suffix in (".tsv", ".txt", ".model", ".vocab") and not (root / f.name).exists():
-                (root / f.name).symlink_to(f)
+            if f.suffix in (".tsv", ".txt", ".model", ".vocab"):
+                link = root / f.name
+                if link.is_symlink() or link.exists():  # a scratch dir left by another --work
+                    link.unlink()
+                link.symlink_to(f)
         for name in ("config_st.yaml", "config_asr.yaml"):
             if (self.st / name).is_file():
                 cfg = yaml.safe_load((self.st / name).read_text())
