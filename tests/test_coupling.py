@@ -10,6 +10,7 @@ import pytest
 import torch
 from exporter_setup import build, first_batch
 from fairseq import utils
+from fairseq_exporter.models.exporter import VocabularyExporter
 
 
 def _generate(task, model, sample, beam, recognition):
@@ -113,7 +114,7 @@ def test_frozen_asr_stays_in_eval_mode(cascade):
 
 
 def test_vocab_exporter_starts_at_the_asr_posterior_times_the_mt_table(cascade):
-    """Before training, --exporter-type vocab outputs softmax(32 x ASR logits) @ raw MT table for
+    """Before training, --exporter-type vocab outputs softmax(SHARPNESS x ASR logits) @ raw MT table for
     each 1-best token; sharpened to one-hot it is exactly the 1-best cascade's input."""
     torch.manual_seed(0)
     _, task, model, _ = build(cascade, "--exporter-type", "vocab", "--freeze-asr", "--freeze-mt")
@@ -128,7 +129,7 @@ def test_vocab_exporter_starts_at_the_asr_posterior_times_the_mt_table(cascade):
                           tokens[:, :-1]], dim=1)
         logits, _ = asr.decoder(prev, encoder_out=recognition.asr_encoder_out)
         table = model.encoder.embedding_table()
-        expected = torch.softmax(32 * logits.float(), -1) @ table
+        expected = torch.softmax(VocabularyExporter.SHARPNESS * logits.float(), -1) @ table
         # past a 1-best's end there is no token state to export (the MT zeroes those positions)
         words = tokens.ne(task.transcript_dictionary.pad())
         torch.testing.assert_close(exported[words], expected[words], rtol=1e-4, atol=1e-5)
