@@ -25,3 +25,14 @@ def cascade(tmp_path_factory):
 @pytest.fixture(scope="session")
 def user_dir():
     return USER_DIR
+
+
+# Longest files first. With `-n 2 --dist loadfile` pytest-xdist hands whole files to the two
+# workers in collection order; a long file collected last (test_toy_recipe.py sorts last)
+# keeps one worker busy for minutes after the other has run out of work.
+SLOW_FILES_FIRST = ("test_toy_recipe.py", "test_mustc_recipe.py", "test_reliability_runs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(SLOW_FILES_FIRST)))  # stable

@@ -24,6 +24,7 @@ import argparse
 import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -174,9 +175,12 @@ def write_features(zip_path: Path, split_segments: Dict[str, Tuple[Path, List[Se
             for job in _jobs(split, wav_dir, segments, max_overrun)]
     total = sum(len(job[2]) for job in jobs)
     done, started = 0, time.time()
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    # concurrent.futures, not multiprocessing.Pool: a worker's error (a truncated wav, say) must
+    # reach the user, and Pool.terminate() after a failed imap can deadlock on its task queue
+    # (seen: a hung prep with its workers already gone).
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if workers > 1 else None
     try:
-        results = pool.imap(talk_features, jobs) if pool else map(talk_features, jobs)
+        results = pool.map(talk_features, jobs) if pool else map(talk_features, jobs)
         with s2t_layout.FeatureZipWriter(zip_path) as writer:
             for rendered in results:
                 for utt_id, data, _ in rendered:
@@ -186,7 +190,7 @@ def write_features(zip_path: Path, split_segments: Dict[str, Tuple[Path, List[Se
                     print(f"| fbank80 {done}/{total} segments ({time.time() - started:.0f} s)", flush=True)
     finally:
         if pool:
-            pool.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def manifest_rows(segments: List[Segment], entries: Dict[str, s2t_layout.ZipEntry], split: str,
