@@ -85,7 +85,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="work/toy", help="the toy recipe's work dir")
     parser.add_argument("--model", default="stage1-decoder",
-                        help="exporter checkpoint under --work with --exporter-source decoder whose ASR and MT are the toy ASR and MT (stage1-decoder): stock fairseq-generate decodes with the attention decoder")
+                        help="exporter checkpoint under --work, --exporter-source decoder, whose ASR and MT "
+                             "are the toy ASR and MT (stage1-decoder): stock fairseq-generate decodes "
+                             "with the attention decoder")
     parser.add_argument("--subset", default="test")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--onebest-max-len", type=int, default=60)

@@ -94,7 +94,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="work/toy", help="the toy recipe's work dir")
     parser.add_argument("--model", default="stage2-decoder",
-                        help="exporter checkpoint under --work with --exporter-source decoder (default stage2-decoder): the floor is the ASR decoder search")
+                        help="exporter checkpoint under --work with --exporter-source decoder (default "
+                             "stage2-decoder): the floor is the ASR decoder search")
     parser.add_argument("--subset", default="test")
     parser.add_argument("--beam", type=int, default=5, help="MT beam (the recipe's)")
     parser.add_argument("--onebest-max-len", type=int, default=60, help="the recipe's --onebest-max-len")

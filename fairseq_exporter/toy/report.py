@@ -193,11 +193,12 @@ def main(argv=None):
             "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
             "decoder rows take the 1-best from the ASR's attention decoder instead. "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
-            "paired bootstrap against the 1-best cascade of the same source on the same MT model; test L2 and token "
-            "recovery from fairseq-validate. The last column counts the German nouns of the twelve "
-            "ambiguous words' task senses (Ufer, Fledermaus, ...) and general senses (Bank, Schläger, "
-            f"...) in the translations; the references hold {ref_task} / {ref_general}. The last counts "
-            "translations more than twice as long as their reference (repetition loops).", "",
+            "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
+            "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
+            "German nouns of the twelve ambiguous words' task senses (Ufer, Fledermaus, ...) and "
+            "general senses (Bank, Schläger, ...) in the translations; the references hold "
+            f"{ref_task} / {ref_general}. The last column counts translations more than twice as long "
+            "as their reference (repetition loops).", "",
             markdown_table(rows), "", *control_line(args.work),
             f"BLEU signature: `{first.get('signature_bleu', '')}`  ",
             f"chrF signature: `{first.get('signature_chrf', '')}`", "",

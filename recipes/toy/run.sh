@@ -3,11 +3,12 @@
 # and does the gain go away once the MT is adapted to the task? (Chelba & Schalkwyk 2024)
 # As in the paper, the exporter reads the ASR encoder frames of each token's CTC segment and the
 # 1-best is the CTC head's (--exporter-source ctc); stage 8 repeats stages 1-2 on the ASR's
-# attention decoder (--exporter-source decoder) and adds posterior coupling.
+# attention decoder (--exporter-source decoder), adds posterior coupling and a control for
+# stage 2's extra ASR training.
 #
 # Everything is generated from a seed (grammar text, espeak-ng speech), nothing downloaded.
 #   bash recipes/toy/run.sh                     # the study, stages 0-7 (~17 min on 2 CPU cores)
-#   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows (~6 min)
+#   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows (~8.5 min)
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
 set -euo pipefail
