@@ -10,7 +10,10 @@ the cascade's own ASR model (greedy, the same length limit), then the stock
 ``SequenceGenerator`` on its own MT model fed the 1-best ids. The batches (same
 --max-tokens) are read once and kept in memory, so neither side pays for features;
 each round times every batch on each side, side by side; the table shows the median
-round. Not a test: it prints a table.
+round, and for each MT search what it wrote (tokens of the best hypotheses) and how many
+steps it ran (per batch, the longest hypothesis it finished): a beam search runs until its
+longest hypothesis ends, so one runaway translation makes a whole batch search longer.
+Not a test: it prints a table.
 """
 
 import argparse
@@ -132,6 +135,10 @@ def main():
         return time.perf_counter() - start, out
 
     totals = {k: [] for k in ("cascade", "onebest", "asr", "mt", "mt_exported")}
+    # What each MT search had to write: a search costs its steps (the longest hypothesis it
+    # finished, per batch) and its output, so a side that translates into longer text is slower
+    # for that reason alone.
+    workload = {k: [0, 0] for k in ("cascade", "onebest", "mt", "mt_exported")}
     same_onebest = runs = 0
     with torch.no_grad():
         for r in range(args.rounds + 1):  # round 0 warms up on two batches and is not counted
@@ -154,6 +161,9 @@ def main():
                     t[name] += dt
                     if name == "asr":
                         onebest = out
+                    elif r == 1:
+                        workload[name][0] += sum(len(nbest[0]["tokens"]) for nbest in out)
+                        workload[name][1] += max(len(h["tokens"]) for nbest in out for h in nbest)
                 runs += 1
                 same_onebest += int(ours.shape == onebest.shape and bool(ours.eq(onebest).all()))
             for k in totals:
@@ -165,15 +175,22 @@ def main():
     print(f"decode floor: {args.model} on {args.subset} ({n} utterances, {len(batches)} batches of "
           f"--max-tokens {args.max_tokens}), MT beam {args.beam}, device {args.device}"
           f"{' fp16' if args.fp16 else ''}, {args.threads} thread(s), median of {args.rounds} rounds")
-    rows = [["ASR search alone (floor)", f"{med['asr']:.2f}", ""],
-            ["MT search alone on the 1-best (floor)", f"{med['mt']:.2f}", ""],
-            ["floor: ASR + MT", f"{floor:.2f}", "1.00x"],
-            ["cascade, --coupling onebest", f"{med['onebest']:.2f}", f"{med['onebest'] / floor:.3f}x"],
-            ["cascade, --coupling exporter", f"{med['cascade']:.2f}", f"{med['cascade'] / floor:.3f}x"],
-            ["MT search alone on the exporter's embeddings", f"{med['mt_exported']:.2f}", ""],
+    def work(name):
+        tokens, steps = workload[name]
+        return [str(tokens), str(steps)]
+
+    rows = [["ASR search alone (floor)", f"{med['asr']:.2f}", "", "", ""],
+            ["MT search alone on the 1-best (floor)", f"{med['mt']:.2f}", "", *work("mt")],
+            ["floor: ASR + MT", f"{floor:.2f}", "1.00x", "", ""],
+            ["cascade, --coupling onebest", f"{med['onebest']:.2f}", f"{med['onebest'] / floor:.3f}x",
+             *work("onebest")],
+            ["cascade, --coupling exporter", f"{med['cascade']:.2f}", f"{med['cascade'] / floor:.3f}x",
+             *work("cascade")],
+            ["MT search alone on the exporter's embeddings", f"{med['mt_exported']:.2f}", "",
+             *work("mt_exported")],
             ["floor of the exporter's translations: ASR + that", f"{floor_exported:.2f}",
-             f"{floor_exported / floor:.3f}x"]]
-    print(table(rows, ["what", "seconds", "vs floor"]))
+             f"{floor_exported / floor:.3f}x", "", ""]]
+    print(table(rows, ["what", "seconds", "vs floor", "MT output tokens", "MT search steps"]))
     print(f"exporter cascade vs the floor of its own translations: {med['cascade'] / floor_exported:.3f}x")
     print(f"target: exporter cascade <= 1.05x floor; 1-best identical to the floor's in "
           f"{same_onebest}/{runs} batch runs")

@@ -104,3 +104,20 @@ def test_conformer_asr_with_transformer_exporter(cascade, user_dir, tmp_path):
               "--max-len-b", "10")
     n_test = len(cascade["s2t"].joinpath("test.tsv").read_text().splitlines()) - 1
     assert len(_lines(tmp_path / "gen" / "generate-test.txt", "A-")) == n_test
+
+
+def test_a_lines_follow_dictionary_string():
+    """The A- lines format token ids as Dictionary.string does on the unpadded row (no
+    </s> or <s>; <unk> kept), without walking a tensor."""
+    from types import SimpleNamespace
+
+    from fairseq.data import Dictionary
+
+    from fairseq_exporter.tasks.speech_to_text_exporter import SpeechToTextExporterTask
+
+    d = Dictionary()
+    ids = [d.add_symbol(w) for w in ("▁the", "▁bank", "s")]
+    row = [d.bos(), ids[0], d.unk(), ids[1], ids[2], d.eos(), d.pad(), d.pad()]
+    task = SimpleNamespace(src_dict=d, src_bpe=None, src_tokenizer=None)
+    text = SpeechToTextExporterTask._detokenize_source(task, row)
+    assert text == d.string(torch.tensor(row[:-2])) == "▁the <unk> ▁bank s"
