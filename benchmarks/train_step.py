@@ -4,12 +4,16 @@ one ASR update plus one MT forward/backward, on the same batch.
     python benchmarks/train_step.py --work work/toy          # after `make demo`
 
 Stage 2 is the toy recipe's (ASR + exporter trained, MT frozen, --ast-weight 1
---l2-weight 1 --asr-weight 0.3, mlp exporter): forward (ASR encoder, greedy 1-best
-search without gradient, teacher-forced token states, exporter, MT, ASR loss on the
-reference) + backward + Adam step. Its parts, on the same batch: the ASR's own update
-(encoder + decoder on the reference transcript, label-smoothed CE, backward, Adam step)
-and the MT's forward/backward on the (reference transcript, translation) pairs, with
-its parameters trainable. The models are built in-process as fairseq-train builds
+--l2-weight 1 --asr-weight 0.3, vocab exporter): forward + backward + Adam step. With
+``--exporter-source ctc`` (the study's, default) the forward is the ASR encoder, the CTC
+head's best path (no gradient), the encoder frames of each token's segment mean-pooled,
+exporter, MT, CTC loss on the reference; with ``decoder`` it is the ASR encoder, a
+greedy 1-best search of the attention decoder (no gradient), teacher-forced token
+states, exporter, MT, CE on the reference. Its parts, on the same batch: the ASR's own
+update as the recipe trains it (encoder + decoder on the reference transcript,
+label-smoothed CE + --asr-ctc-weight x CTC, backward, Adam step) and the MT's
+forward/backward on the (reference transcript, translation) pairs, with its parameters
+trainable. The models are built in-process as fairseq-train builds
 them. Times: median of --updates updates, the configurations interleaved. Peak memory:
 each configuration in its own process, the rise above the memory held before the step
 (CUDA: max allocated; CPU: peak RSS, glibc's mmap threshold pinned so freed blocks
@@ -45,7 +49,8 @@ def build(args):
            "--arch", "exporter", "--criterion", "exporter",
            "--asr-checkpoint", str(work.checkpoint("asr")), "--mt-checkpoint", str(work.checkpoint("mt")),
            "--asr-dict", str(work.st / "dict.en.txt"), "--mt-data", str(work.mt_bin),
-           "--exporter-type", "mlp", "--exporter-hidden-dim", "512", "--freeze-mt",
+           "--exporter-source", args.exporter_source,
+           "--exporter-type", args.exporter_type, "--exporter-hidden-dim", "256", "--freeze-mt",
            "--ast-weight", "1", "--l2-weight", "1", "--asr-weight", "0.3", "--label-smoothing", "0.1",
            "--onebest-max-len", str(args.onebest_max_len), "--optimizer", "adam", "--lr", "3e-4",
            "--max-tokens", str(args.max_tokens), "--seed", "1"]
@@ -66,6 +71,9 @@ def steps(task, model, criterion, sample, args):
     """One callable per configuration: a stage-2 update, an ASR update, an MT fwd/bwd."""
     from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
     from fairseq.models import FairseqEncoderDecoderModel
+    from torch.nn import functional as F
+
+    from fairseq_exporter.models.ctc import ctc_log_probs, frame_lengths
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=3e-4)
@@ -90,10 +98,19 @@ def steps(task, model, criterion, sample, args):
     asr_opt = torch.optim.Adam(asr.parameters(), lr=3e-4)
     prev_ref = torch.cat([ref.new_full((ref.size(0), 1), eos), ref[:, :-1]], dim=1)
 
+    ref_mask = ref.ne(pad)  # CTC targets: the transcript with its </s>, as fairseq's get_ctc_target
+
     def asr_update():
         asr_opt.zero_grad(set_to_none=True)
-        logits, _ = asr(ni["src_tokens"], ni["src_lengths"], prev_ref)
-        ce(logits, ref, pad).backward()
+        enc = asr.encoder(ni["src_tokens"], ni["src_lengths"])
+        logits, _ = asr.decoder(prev_ref, encoder_out=enc)
+        loss = ce(logits, ref, pad)
+        if args.asr_ctc_weight > 0:
+            lprobs = ctc_log_probs(asr.encoder.ctc_proj, enc)
+            loss = loss + args.asr_ctc_weight * F.ctc_loss(
+                lprobs, ref[ref_mask], frame_lengths(enc), ref_mask.sum(1), blank=task.transcript_dictionary.bos(),
+                reduction="sum", zero_infinity=True)
+        loss.backward()
         asr_opt.step()
 
     mt = copy.deepcopy(FairseqEncoderDecoderModel(model.encoder.mt_encoder, model.decoder)).train().requires_grad_(True)
@@ -146,6 +163,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="work/toy", help="the toy recipe's work dir")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--exporter-source", choices=("ctc", "decoder"), default="ctc",
+                        help="stage 2's 1-best: the CTC head's (the study's) or the attention decoder's")
+    parser.add_argument("--exporter-type", default="vocab", help="the recipe's (hidden dim 256)")
+    parser.add_argument("--asr-ctc-weight", type=float, default=0.5,
+                        help="CTC weight of the ASR's own update (the recipe trains the ASR with 0.5)")
     parser.add_argument("--max-tokens", type=int, default=20000, help="batch size in frames (the recipe's)")
     parser.add_argument("--onebest-max-len", type=int, default=60)
     parser.add_argument("--updates", type=int, default=5)
@@ -191,7 +213,7 @@ def main():
     parts = med["asr"] + med["mt"]
     mem_parts = peak["asr"] + peak["mt"]
     ntok = int(sample["net_input"]["src_txt_tokens"].ne(task.transcript_dictionary.pad()).sum())
-    print(f"training step: {int(sample['nsentences'])} utterances of {args.split} ({ntok} transcript tokens, "
+    print(f"training step, --exporter-source {args.exporter_source} --exporter-type {args.exporter_type}: {int(sample['nsentences'])} utterances of {args.split} ({ntok} transcript tokens, "
           f"--max-tokens {args.max_tokens}), device {args.device}{' fp16' if args.fp16 else ''}, "
           f"{args.threads} thread(s), median of {args.updates}")
     rows = [["ASR update (fwd + bwd + Adam)", f"{med['asr']:.0f}", f"{peak['asr']:.0f}"],

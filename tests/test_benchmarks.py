@@ -59,9 +59,11 @@ def test_benchmark_scripts_print_their_tables(cascade, tmp_path, monkeypatch, ca
     out = _in_process("decode_floor", monkeypatch, capsys, "--work", work, "--rounds", "1", "--max-tokens", "4000",
                       "--onebest-max-len", "12", "--scratch", tmp_path / "s1")
     assert "cascade, --coupling exporter" in out and "1-best identical to the floor's in" in out
-    out = _in_process("train_step", monkeypatch, capsys, "--work", work, "--updates", "1", "--max-tokens", "4000",
-                      "--onebest-max-len", "12", "--no-memory", "--scratch", tmp_path / "s2")
-    assert "stage-2 / parts" in out
+    for source in ("ctc", "decoder"):
+        out = _in_process("train_step", monkeypatch, capsys, "--work", work, "--updates", "1", "--max-tokens", "4000",
+                          "--onebest-max-len", "12", "--no-memory", "--scratch", tmp_path / "s2",
+                          "--exporter-source", source)
+        assert f"--exporter-source {source}" in out and "stage-2 / parts" in out
     # through fairseq-train: the cache is filled in epoch 1 and read in epoch 2
     out = _script("onebest_cache_epochs.py", "--work", work, "--utterances", "40", "--max-tokens", "4000",
                   "--onebest-max-len", "12", "--scratch", tmp_path / "s3")
