@@ -107,3 +107,37 @@ def test_forced_alignment_gives_each_token_its_frames():
         lp.unsqueeze(1), torch.tensor([8]))
     assert found.tokens.tolist() == [[5, 5, 6, EOS]]
     assert found.segments.tolist() == [[[1, 3], [4, 5], [5, 7], [7, 8]]]
+
+
+def _greedy_one_by_one(lp, lengths, max_len, max_source_positions):
+    """The per-utterance definition: best path, then the MT source format, then the cut."""
+    limit = min(max_len, max_source_positions - 1)
+    rows = []
+    for b, n in enumerate(lengths.tolist()):
+        labels, segments = greedy_path(lp[:n, b], BLANK)
+        tokens, segments = to_mt_source(labels, segments, n, EOS, (BLANK, PAD))
+        if len(tokens) - 1 > limit:
+            tokens, segments = tokens[:limit] + tokens[-1:], segments[:limit] + segments[-1:]
+        rows.append((tokens, [list(s) for s in segments]))
+    return rows
+
+
+def test_batched_greedy_search_equals_the_per_utterance_best_path():
+    """Random batches over a 6-label vocabulary (blank, pad and </s> frequent; runs,
+    repeated </s>, empty and one-frame utterances, rows cut to the MT positions)."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        bsz, n_frames = int(torch.randint(1, 6, (1,), generator=gen)), int(torch.randint(1, 15, (1,), generator=gen))
+        path = torch.randint(0, 6, (n_frames, bsz), generator=gen)
+        path = torch.where(torch.rand(n_frames, bsz, generator=gen) < 0.3, path.roll(1, 0), path)  # runs
+        lp = torch.stack([posteriors(path[:, b].tolist(), vocab=6) for b in range(bsz)], dim=1)
+        lengths = torch.randint(0, n_frames + 1, (bsz,), generator=gen)
+        lengths[0] = n_frames
+        max_len, positions = [(200, 1024), (3, 1024), (200, 3)][trial % 3]
+        found = CTCSearch(_Dictionary(), beam=1, max_len=max_len, max_source_positions=positions)(lp, lengths)
+        expected = _greedy_one_by_one(lp, lengths, max_len, positions)
+        assert found.tokens.size(1) == max(len(tokens) for tokens, _ in expected)
+        for b, (tokens, segments) in enumerate(expected):
+            assert found.tokens[b].tolist() == tokens + [PAD] * (found.tokens.size(1) - len(tokens)), (trial, b)
+            assert found.segments[b, : len(tokens)].tolist() == segments, (trial, b)
+            assert found.segments[b, len(tokens):].abs().sum() == 0

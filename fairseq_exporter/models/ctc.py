@@ -211,16 +211,66 @@ class CTCSearch:
     @torch.no_grad()
     def __call__(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
         """``lprobs``: T x B x V CTC log-probs; ``lengths``: real frames per utterance."""
+        if self.beam == 1:
+            found = self.greedy(lprobs, lengths)
+        else:
+            found = self._prefix_beam(lprobs, lengths)
+        if found.n_truncated:
+            logger.warning(f"{found.n_truncated} CTC 1-best(s) longer than the MT's "
+                           f"{self.max_source_positions} source positions were cut to fit")
+        return found
+
+    def greedy(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
+        """Best path of the whole batch with tensor ops, on the device (no loop over
+        utterances or tokens: on a GPU a Python loop would cost more than the encoder).
+        The same result as ``collapse`` + ``to_mt_source`` per utterance (tested)."""
+        best = lprobs.argmax(-1).t()  # B x T
+        bsz, n_frames = best.shape
+        lengths = lengths.to(best.device)
+        t = torch.arange(n_frames, device=best.device)
+        valid = t < lengths.unsqueeze(1)
+        starts = torch.ones_like(valid)  # first frame of each run of equal labels
+        starts[:, 1:] = best[:, 1:].ne(best[:, :-1])
+        starts &= valid
+        # a run ends where the next one starts, or at the utterance's last frame
+        next_start = torch.where(starts, t, n_frames).flip(1).cummin(1).values.flip(1)
+        ends = torch.cat([next_start[:, 1:], next_start.new_full((bsz, 1), n_frames)], 1)
+        ends = torch.minimum(ends, lengths.unsqueeze(1))
+        emitted = starts & best.ne(self.blank) & best.ne(self.pad)
+        is_eos = emitted & best.eq(self.eos)
+        keep = emitted & ~is_eos
+        n_tokens = keep.sum(1)
+        # </s>: the last </s> run the head emitted, else the frames after the last token
+        n_real = lengths.clamp(min=1)
+        last_eos = torch.where(is_eos, t, -1).max(1).values
+        after = torch.where(keep, ends, 0).max(1).values
+        after = torch.where(after < n_real, after, n_real - 1)
+        eos_start = torch.where(last_eos >= 0, last_eos, after)
+        eos_end = torch.where(last_eos >= 0, ends.gather(1, last_eos.clamp(min=0).unsqueeze(1)).squeeze(1), n_real)
+
+        limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
+        n_truncated = int(n_tokens.ge(self.max_source_positions).sum())
+        n_kept = n_tokens.clamp(max=limit)
+        width = int(n_kept.max()) + 1 if bsz else 1
+        position = keep.cumsum(1) - 1
+        put = keep & position.lt(limit)
+        rows = torch.arange(bsz, device=best.device).unsqueeze(1).expand_as(best)
+        tokens = best.new_full((bsz, width), self.pad)
+        segments = best.new_zeros(bsz, width, 2)
+        tokens[rows[put], position[put]] = best[put]
+        segments[rows[put], position[put]] = torch.stack([t.expand_as(best)[put], ends[put]], -1)
+        at_eos = torch.arange(bsz, device=best.device)
+        tokens[at_eos, n_kept] = self.eos
+        segments[at_eos, n_kept] = torch.stack([eos_start, eos_end], -1)
+        return CTCOneBest(tokens, segments, n_truncated)
+
+    def _prefix_beam(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
         rows, segs, n_truncated = [], [], 0
         limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
-        best = lprobs.argmax(-1).cpu() if self.beam == 1 else None  # T x B, one transfer
         for b, n in enumerate(lengths.tolist()):
-            if self.beam > 1:
-                frames = lprobs[:n, b]
-                labels = prefix_beam_search(frames, self.blank, self.beam)
-                segments = forced_segments(frames, labels, self.blank)
-            else:
-                labels, segments = collapse(best[:n, b], self.blank)
+            frames = lprobs[:n, b]
+            labels = prefix_beam_search(frames, self.blank, self.beam)
+            segments = forced_segments(frames, labels, self.blank)
             tokens, segments = to_mt_source(labels, segments, n, self.eos, self.drop)
             if len(tokens) - 1 > limit:
                 if len(tokens) - 1 >= self.max_source_positions:
@@ -229,9 +279,6 @@ class CTCSearch:
                 segments = segments[:limit] + segments[-1:]
             rows.append(torch.tensor(tokens, dtype=torch.long))
             segs.append(torch.tensor(segments, dtype=torch.long).view(-1, 2))
-        if n_truncated:
-            logger.warning(f"{n_truncated} CTC 1-best(s) longer than the MT's "
-                           f"{self.max_source_positions} source positions were cut to fit")
         tokens = data_utils.collate_tokens(rows, self.pad, left_pad=False).to(lprobs.device)
         segments = lprobs.new_zeros(tokens.size(0), tokens.size(1), 2, dtype=torch.long)
         for b, seg in enumerate(segs):
