@@ -90,7 +90,7 @@ def main():
                              "with the attention decoder")
     parser.add_argument("--subset", default="test")
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--onebest-max-len", type=int, default=60)
+    parser.add_argument("--onebest-max-len", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")

@@ -6,8 +6,9 @@ plus MT search alone on the ASR 1-best, in one process, on the same batches.
 The cascade is what fairseq-generate runs per batch: the task's ``inference_step``
 (ASR encoder, 1-best search, teacher-forced token states, exporter, MT beam search, and
 the A-/S- lines, written to /dev/null). The floor is the stock ``SequenceGenerator`` on
-the cascade's own ASR model (greedy, the same length limit), then the stock
-``SequenceGenerator`` on its own MT model fed the 1-best ids. The batches (same
+the cascade's own ASR model (greedy, the same length limit; for a ``--exporter-source ctc``
+model, which fairseq 0.12 cannot decode, the ASR encoder and the CTC best path), then the
+stock ``SequenceGenerator`` on its own MT model fed the 1-best ids. The batches (same
 --max-tokens) are read once and kept in memory, so neither side pays for features;
 each round times every batch on each side, side by side; the table shows the median
 round, and for each MT search what it wrote (tokens of the best hypotheses) and how many
@@ -97,11 +98,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="work/toy", help="the toy recipe's work dir")
     parser.add_argument("--model", default="stage2-decoder",
-                        help="exporter checkpoint under --work with --exporter-source decoder (default "
-                             "stage2-decoder): the floor is the ASR decoder search")
+                        help="exporter checkpoint under --work (default stage2-decoder: --exporter-source "
+                             "decoder, whose floor is stock fairseq's ASR decoder search; with a ctc-source "
+                             "model such as stage2 the floor is the ASR encoder + CTC best path)")
     parser.add_argument("--subset", default="test")
     parser.add_argument("--beam", type=int, default=5, help="MT beam (the recipe's)")
-    parser.add_argument("--onebest-max-len", type=int, default=60, help="the recipe's --onebest-max-len")
+    parser.add_argument("--onebest-max-len", type=int, default=40, help="the recipe's --onebest-max-len")
     parser.add_argument("--max-tokens", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -113,6 +115,8 @@ def main():
 
     from fairseq.data import data_utils
 
+    from fairseq_exporter.models.ctc import ctc_log_probs, frame_lengths
+
     task, model, batches = load(args, Path(args.scratch))
     cascade, asr_search, mt_search, mt_exported_search = generators(task, model, args)
     task._generate_output = open(os.devnull, "w")  # A-/S- lines are formatted and written, to nowhere
@@ -120,6 +124,12 @@ def main():
 
     def floor_asr(sample):
         speech = {k: sample["net_input"][k] for k in ("src_tokens", "src_lengths")}
+        if model.encoder.source == "ctc":
+            # fairseq 0.12 has no CTC decoding for s2t_transformer: the floor is the ASR encoder,
+            # its CTC head and the best path (the plugin's batched greedy search), nothing else
+            asr_encoder = model.encoder.asr.encoder
+            enc = asr_encoder(**speech)
+            return model.encoder.search(ctc_log_probs(asr_encoder.ctc_proj, enc), frame_lengths(enc)).tokens
         hypos = asr_search.generate(None, {"id": sample["id"], "net_input": speech})
         return data_utils.collate_tokens([h[0]["tokens"] for h in hypos], pad, eos, left_pad=False)
 
@@ -172,7 +182,7 @@ def main():
     floor = med["asr"] + med["mt"]
     floor_exported = med["asr"] + med["mt_exported"]
     n = len(task.dataset(args.subset))
-    print(f"decode floor: {args.model} on {args.subset} ({n} utterances, {len(batches)} batches of "
+    print(f"decode floor: {args.model} (--exporter-source {model.encoder.source}) on {args.subset} ({n} utterances, {len(batches)} batches of "
           f"--max-tokens {args.max_tokens}), MT beam {args.beam}, device {args.device}"
           f"{' fp16' if args.fp16 else ''}, {args.threads} thread(s), median of {args.rounds} rounds")
     def work(name):

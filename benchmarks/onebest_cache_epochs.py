@@ -73,7 +73,7 @@ def main():
     parser.add_argument("--work", default="work/toy", help="the toy recipe's work dir")
     parser.add_argument("--utterances", type=int, default=1000, help="first N utterances of train.tsv")
     parser.add_argument("--max-tokens", type=int, default=20000)
-    parser.add_argument("--onebest-max-len", type=int, default=60)
+    parser.add_argument("--onebest-max-len", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS")
     parser.add_argument("--scratch", default="/tmp/fairseq_exporter_bench/onebest_cache")
     args = parser.parse_args()

@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None, help="cap on utterances per batch")
     parser.add_argument("--exporter-type", default="mlp")
     parser.add_argument("--asr-weight", type=float, default=0.3)
-    parser.add_argument("--onebest-max-len", type=int, default=60)
+    parser.add_argument("--onebest-max-len", type=int, default=40)
     parser.add_argument("--updates", type=int, default=5, help="timed updates (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--cpu", action="store_true")

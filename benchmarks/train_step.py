@@ -169,7 +169,7 @@ def main():
     parser.add_argument("--asr-ctc-weight", type=float, default=0.5,
                         help="CTC weight of the ASR's own update (the recipe trains the ASR with 0.5)")
     parser.add_argument("--max-tokens", type=int, default=20000, help="batch size in frames (the recipe's)")
-    parser.add_argument("--onebest-max-len", type=int, default=60)
+    parser.add_argument("--onebest-max-len", type=int, default=40)
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

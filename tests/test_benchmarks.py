@@ -14,8 +14,9 @@ BENCH = REPO / "benchmarks"
 
 
 def _work(cascade, tmp_path):
-    """The toy recipe's work-dir layout on the tiny cascade; stage1 = stage2 = an untrained
-    exporter model (and the same as stage1-decoder, stage2-decoder), saved in-process (a fairseq-train run would add its start-up time)."""
+    """The toy recipe's work-dir layout on the tiny cascade: stage1 = stage2 = an untrained
+    ctc-source exporter model, stage1-decoder = stage2-decoder = an untrained decoder-source
+    one, saved in-process (a fairseq-train run would add its start-up time)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -26,8 +27,10 @@ def _work(cascade, tmp_path):
     for name in ("asr", "mt"):
         (work / name).mkdir()
         (work / name / "checkpoint_best.pt").symlink_to(cascade[name])
-    cfg, _, model, _ = build(cascade, "--freeze-asr", "--freeze-mt")
+    models = {source: build(cascade, "--freeze-asr", "--freeze-mt", "--exporter-source", source)
+              for source in ("ctc", "decoder")}
     for name in ("stage1", "stage2", "stage1-decoder", "stage2-decoder"):
+        cfg, _, model, _ = models["decoder" if name.endswith("-decoder") else "ctc"]
         (work / name).mkdir()
         torch.save({"cfg": OmegaConf.to_container(cfg), "model": model.state_dict(), "args": None,
                     "optimizer_history": [{"criterion_name": "ExporterCriterion", "optimizer_name": "Adam",
@@ -56,9 +59,12 @@ def _in_process(name, monkeypatch, capsys, *args):
 def test_benchmark_scripts_print_their_tables(cascade, tmp_path, monkeypatch, capsys):
     """(cascade_vs_two_process.py is left out: four fairseq start-ups; it runs only stock CLIs)"""
     work = _work(cascade, tmp_path)
-    out = _in_process("decode_floor", monkeypatch, capsys, "--work", work, "--rounds", "1", "--max-tokens", "4000",
-                      "--onebest-max-len", "12", "--scratch", tmp_path / "s1")
-    assert "cascade, --coupling exporter" in out and "1-best identical to the floor's in" in out
+    for model in ("stage2-decoder", "stage2"):
+        out = _in_process("decode_floor", monkeypatch, capsys, "--work", work, "--model", model, "--rounds", "1",
+                          "--max-tokens", "4000", "--onebest-max-len", "12", "--scratch", tmp_path / "s1")
+        assert "cascade, --coupling exporter" in out
+        runs = out.split("1-best identical to the floor's in ")[1].split()[0].split("/")
+        assert runs[0] == runs[1], out  # the floor's ASR search is the cascade's 1-best
     for source in ("ctc", "decoder"):
         out = _in_process("train_step", monkeypatch, capsys, "--work", work, "--updates", "1", "--max-tokens", "4000",
                           "--onebest-max-len", "12", "--no-memory", "--scratch", tmp_path / "s2",
