@@ -11,6 +11,8 @@
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows (~8.5 min)
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
+#   bash recipes/toy/run.sh --asr-updates 4800 --work work/toy-long --results results/toy-long
+#                                               # a longer-trained ASR (beyond the 20-minute budget)
 set -euo pipefail
 
 stage=0
@@ -20,6 +22,7 @@ seed=1
 work=work/toy
 results=results/toy
 python=${PYTHON:-}
+asr_updates_asked=
 
 log() { echo -e "$(date '+%H:%M:%S') [toy] $*"; }
 started=$(date +%s)
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
+    --asr-updates) asr_updates_asked=$2; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -71,6 +75,10 @@ else
   stage1_updates=4; stage2_updates=4; valid_every=2
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
+fi
+if [ -n "$asr_updates_asked" ]; then
+  [[ "$asr_updates_asked" =~ ^[1-9][0-9]*$ ]] || { echo "--asr-updates must be a positive integer" >&2; exit 2; }
+  asr_updates=$asr_updates_asked
 fi
 stage1_lr=3e-4; stage2_lr=2e-4; stage2_l2_weight=1; stage2_asr_weight=0.3
 # Stage 2 (and 3): translation loss + L2 + transcript loss, MT frozen
