@@ -44,3 +44,9 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
                            capture_output=True, text=True, cwd=REPO)
     assert rerun.returncode == 0 and "trained, skipped" in rerun.stdout
     assert (results / "results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
+
+
+def test_asr_updates_must_be_a_positive_integer(tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--asr-updates", "4800x", "--work", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "--asr-updates must be a positive integer" in proc.stderr
