@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
@@ -46,7 +48,26 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     assert (results / "results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
 
 
-def test_asr_updates_must_be_a_positive_integer(tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--asr-updates", "4800x", "--work", str(tmp_path)],
+@pytest.mark.parametrize("args, message", [
+    (["--asr-updates", "4800x"], "--asr-updates must be a positive integer"),
+    (["--stage", "9"], "--stage must be a stage number 0-8, not '9'"),
+    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-8, not 'x'"),
+    (["--stage", "8"], "--stage 8 is after --stop-stage 7: nothing to run"),
+    (["--scale", "small"], "--scale must be full or quick, not 'small'"),
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--seed"], "--seed needs a value"),
+    (["--asr-update", "10"], "unknown option --asr-update"),
+])
+def test_bad_options_stop_before_any_work(tmp_path, args, message):
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--work", str(work), *args],
                           capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2 and "--asr-updates must be a positive integer" in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not work.exists()
+
+
+def test_help_lists_the_options():
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0
+    for option in ("--stage", "--stop-stage", "--scale", "--seed", "--work", "--results", "--asr-updates"):
+        assert option in proc.stdout

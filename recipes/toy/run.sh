@@ -13,6 +13,8 @@
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
 #   bash recipes/toy/run.sh --asr-updates 4800 --work work/toy-long --results results/toy-long
 #                                               # a longer-trained ASR (beyond the 20-minute budget)
+# Options: --stage N, --stop-stage N (0-8), --scale full|quick, --seed N, --work DIR, --results DIR,
+# --asr-updates N. Stages are listed in the README ("Stages of run.sh").
 set -euo pipefail
 
 stage=0
@@ -27,7 +29,12 @@ asr_updates_asked=
 log() { echo -e "$(date '+%H:%M:%S') [toy] $*"; }
 started=$(date +%s)
 elapsed() { local s=$(( $(date +%s) - started )); printf '%d min %02d s' $((s / 60)) $((s % 60)); }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --*) [ $# -ge 2 ] || { echo "$1 needs a value (see bash $0 --help)" >&2; exit 2; } ;;
+  esac
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
@@ -36,9 +43,18 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
     --asr-updates) asr_updates_asked=$2; shift 2 ;;
-    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+    *) echo "unknown option $1 (see bash $0 --help)" >&2; exit 2 ;;
   esac
 done
+for opt in stage stop_stage; do
+  [[ "${!opt}" =~ ^[0-8]$ ]] || { echo "--${opt/_/-} must be a stage number 0-8, not '${!opt}'" >&2; exit 2; }
+done
+[ "$stage" -le "$stop_stage" ] || {
+  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stage 8 runs only with --stop-stage 8)" >&2; exit 2; }
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a non-negative integer, not '$seed'" >&2; exit 2; }
+[ -z "$asr_updates_asked" ] || [[ "$asr_updates_asked" =~ ^[1-9][0-9]*$ ]] || {
+  echo "--asr-updates must be a positive integer, not '$asr_updates_asked'" >&2; exit 2; }
+case "$scale" in full|quick) ;; *) echo "--scale must be full or quick, not '$scale'" >&2; exit 2 ;; esac
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 if [ -z "$python" ]; then
   if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
@@ -77,7 +93,6 @@ else
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
 fi
 if [ -n "$asr_updates_asked" ]; then
-  [[ "$asr_updates_asked" =~ ^[1-9][0-9]*$ ]] || { echo "--asr-updates must be a positive integer" >&2; exit 2; }
   asr_updates=$asr_updates_asked
 fi
 stage1_lr=3e-4; stage2_lr=2e-4; stage2_l2_weight=1; stage2_asr_weight=0.3
