@@ -92,9 +92,7 @@ else
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
 fi
-if [ -n "$asr_updates_asked" ]; then
-  asr_updates=$asr_updates_asked
-fi
+asr_updates=${asr_updates_asked:-$asr_updates}
 stage1_lr=3e-4; stage2_lr=2e-4; stage2_l2_weight=1; stage2_asr_weight=0.3
 # Stage 2 (and 3): translation loss + L2 + transcript loss, MT frozen
 stage2_flags=(--ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight $stage2_asr_weight --lr $stage2_lr)
