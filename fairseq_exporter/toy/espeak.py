@@ -39,6 +39,8 @@ class _Library:
                                                ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self.libc = ctypes.CDLL(None)  # klatt voices draw their noise from libc's rand()
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
@@ -73,9 +75,13 @@ class EspeakSynthesizer:
         self.sample_rate = self._library.sample_rate
 
     def synth(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
-              pitch_range: int = 50) -> np.ndarray:
+              pitch_range: int = 50, noise_seed: int = 0) -> np.ndarray:
         """`voice` is an espeak voice name, optionally with a variant ("en-gb-x-rp+f3");
-        `rate` in words per minute (80-450); `pitch` and `pitch_range` in 0-100."""
+        `rate` in words per minute (80-450); `pitch` and `pitch_range` in 0-100.
+
+        Voices with breath (the +f2 and +f3 variants) add noise from a generator that
+        espeak_Initialize seeds with the clock: it is reseeded here with `noise_seed`, so
+        that the same call in a fresh process gives the same samples."""
         library = self._library
         lib = library.lib
         with _Library._lock:
@@ -83,6 +89,8 @@ class EspeakSynthesizer:
                 raise EspeakError(f"espeak has no voice {voice!r}")
             for parameter, value in ((RATE, rate), (PITCH, pitch), (RANGE, pitch_range)):
                 lib.espeak_SetParameter(parameter, int(value), 0)
+            lib.espeak_ng_SetRandSeed(int(noise_seed))
+            library.libc.srand(ctypes.c_uint(int(noise_seed) & 0xFFFFFFFF))
             library.chunks = []
             data = text.encode("utf-8")
             error = lib.espeak_Synth(data, len(data) + 1, 0, POS_CHARACTER, 0, CHARS_UTF8,

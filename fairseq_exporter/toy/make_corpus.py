@@ -98,19 +98,21 @@ def speaker_pool(seed: int):
                     int(rng.integers(20, 91))) for _ in range(N_SPEAKERS)]
 
 
-def speak(tts: EspeakSynthesizer, text: str, speaker: Speaker, rate_factor: float = 1.0):
+def speak(tts: EspeakSynthesizer, text: str, speaker: Speaker, rate_factor: float = 1.0,
+          noise_seed: int = 0):
     """Clean 16 kHz float speech of `text`."""
     # The full stop gives the sentence-final fall in pitch.
     wav = tts.synth(text + ".", speaker.voice, int(speaker.rate * rate_factor), speaker.pitch,
-                    speaker.pitch_range)
+                    speaker.pitch_range, noise_seed)
     return resample(wav.astype(np.float32) / 32768, tts.sample_rate, SAMPLE_RATE)
 
 
 def babble_sources(seed: int, speakers):
     """Sentences by random speakers that babble noise is mixed from."""
     tts, rng = EspeakSynthesizer(), np.random.default_rng([seed, 2])
-    return [speak(tts, en, speakers[rng.integers(len(speakers))])
-            for en, _ in grammar.generate("general", N_BABBLE_SOURCES, seed + 10_000)]
+    sentences = grammar.generate("general", N_BABBLE_SOURCES, seed + 10_000)
+    return [speak(tts, en, speakers[rng.integers(len(speakers))], noise_seed=i)
+            for i, (en, _) in enumerate(sentences)]
 
 
 class Acoustics:
@@ -123,7 +125,8 @@ class Acoustics:
 
     def utterance(self, index: int, text: str, speaker: Speaker) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 3, index])
-        wav = speak(self.tts, text, speaker, rng.uniform(0.9, 1.15))
+        noise_seed = int(np.random.default_rng([self.seed, 5, index]).integers(2 ** 31))
+        wav = speak(self.tts, text, speaker, rng.uniform(0.9, 1.15), noise_seed)
         wav = np.pad(wav, [int(rng.uniform(*SILENCE_S) * SAMPLE_RATE) for _ in range(2)])
         if rng.random() < P_REVERB:
             wav = reverberate(wav, rng)
