@@ -1,40 +1,76 @@
-"""The toy study's results table and plot, from the files the recipe's stages wrote:
+"""The toy study's results, from the files the recipe's stages wrote under its work dir:
 ``fairseq-exporter-score --json`` outputs, ``fairseq-validate`` logs (test L2 and token
-recovery) and the training logs (dev BLEU and L2 over updates).
+recovery), the training logs (dev BLEU and L2 over updates) and stage-seconds.tsv. Writes
+results.md, results.json (the same figures, machine-readable) and curves.png.
+
+With --summary, the study over several seeds, from each seed's results.json: results.md,
+results.json and seeds.png (ΔBLEU per seed and comparison).
 
     python -m fairseq_exporter.toy.report --work work/toy --out results/toy
+    python -m fairseq_exporter.toy.report --summary results/toy-1 results/toy-2 --out results/toy-seeds
 """
 
 import argparse
 import json
+import os
 import re
+import statistics
 from pathlib import Path
+from typing import NamedTuple, Optional
 
-# (row label, generate output dir under --work, baseline row label, stage whose training
-# log gives the curves)
+
+class Row(NamedTuple):
+    name: str  # its key in results.json
+    label: str  # its first column in results.md
+    step: str  # the recipe's name for it: gen/<step>/score.json, logs/validate-<step>.log
+    baseline: Optional[str]  # the row its ΔBLEU is against, None for a 1-best cascade
+
+
 ROWS = [
     # the paper's study: 1-best and exporter input from the ASR's CTC head (--exporter-source ctc)
-    ("1-best cascade", "gen/onebest", None),
-    ("reference transcript (upper bound)", "gen/reference", "1-best cascade"),
-    ("stage 1: exporter only (ASR, MT frozen)", "gen/stage1", "1-best cascade"),
-    ("stage 2: ASR + exporter, MT frozen", "gen/stage2", "1-best cascade"),
-    ("adapted MT: 1-best cascade", "gen/adapted-onebest", None),
-    ("stage 3: ASR + exporter, adapted MT frozen", "gen/stage3", "adapted MT: 1-best cascade"),
-    # beyond the paper's table (stage 8): a control for stage 2's extra ASR training, the ASR's
-    # attention decoder as the source, and tight coupling
-    ("control: 1-best cascade after stage 2's ASR updates, transcript loss only", "gen/asr-only",
-     "1-best cascade"),
-    ("decoder 1-best cascade", "gen/onebest-decoder", None),
-    ("stage 2, decoder source: ASR + exporter on decoder states, MT frozen", "gen/stage2-decoder",
-     "decoder 1-best cascade"),
-    ("posterior coupling (Bahar et al. 2021), decoder: ASR fine-tuned, MT frozen", "gen/posterior",
-     "decoder 1-best cascade"),
+    Row("onebest", "1-best cascade", "onebest", None),
+    Row("reference", "reference transcript (upper bound)", "reference", "onebest"),
+    Row("stage1", "stage 1: exporter only (ASR, MT frozen)", "stage1", "onebest"),
+    Row("stage2", "stage 2: ASR + exporter, MT frozen", "stage2", "onebest"),
+    Row("adapted_onebest", "adapted MT: 1-best cascade", "adapted-onebest", None),
+    Row("stage3", "stage 3: ASR + exporter, adapted MT frozen", "stage3", "adapted_onebest"),
+    # a control for stage 2's extra ASR training (stage 5)
+    Row("control", "control: 1-best cascade after stage 2's ASR updates, transcript loss only",
+        "control", "onebest"),
+    # beyond the paper's table (stage 8): the ASR's attention decoder as the source, tight coupling
+    Row("decoder_onebest", "decoder 1-best cascade", "onebest-decoder", None),
+    Row("stage2_decoder", "stage 2, decoder source: ASR + exporter on decoder states, MT frozen",
+        "stage2-decoder", "decoder_onebest"),
+    Row("posterior", "posterior coupling (Bahar et al. 2021), decoder: ASR fine-tuned, MT frozen",
+        "posterior", "decoder_onebest"),
 ]
-CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "asr-only"),
+CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
           ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
+
+# The study's claims, checked on each seed (findings below).
+ALPHA = 0.05  # significance level of the paired bootstrap
+STAGE1_TOLERANCE = 0.3  # BLEU: stage 1 should reproduce the 1-best cascade
+MIN_RECOVERY = 99.0  # % of 1-best tokens the exporter's output maps back to
+CLAIMS = {
+    "a": f"stage 1 is within {STAGE1_TOLERANCE} BLEU of the 1-best cascade with >= {MIN_RECOVERY:g}% "
+         "token recovery",
+    "b": f"with the MT frozen, stage 2 beats the 1-best cascade and the control (ΔBLEU > 0, p < {ALPHA} each)",
+    "c": "on the adapted MT the gain is gone: stage 3 is not significantly better than the adapted "
+         "1-best cascade",
+    "d": "the ASR's WER is not worse after stage 2",
+}
+# Comparisons summarized over seeds: (key, label); the key is a row (against its own 1-best
+# cascade) or stage2_vs_control.
+COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1-best cascade"),
+               ("stage2_vs_control", "stage 2 vs control"),
+               ("stage3", "stage 3 vs adapted 1-best cascade"), ("control", "control vs 1-best cascade"),
+               ("reference", "reference transcript vs 1-best cascade")]
+PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
+           ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
+           ("stage2_vs_control", "stage 2\nvs control")]
 
 
 def read_json_logs(path: Path, subset: str):
@@ -49,10 +85,10 @@ def read_json_logs(path: Path, subset: str):
     return records
 
 
-def validate_figures(work: Path, name: str):
-    """Test-set L2 and recovery from the stage's fairseq-validate log."""
-    for record in read_json_logs(work / "logs" / f"validate-{name}.log", "test") or \
-            read_json_logs(work / "logs" / f"validate-{name}.log", "valid_on_test"):
+def validate_figures(work: Path, step: str):
+    """Test-set L2 and recovery from the step's fairseq-validate log."""
+    for record in read_json_logs(work / "logs" / f"validate-{step}.log", "test") or \
+            read_json_logs(work / "logs" / f"validate-{step}.log", "valid_on_test"):
         if "test_l2" in record:
             return float(record["test_l2"]), float(record["test_recovery"])
     return None, None
@@ -93,54 +129,194 @@ def runaway_outputs(generate_txt: Path, factor: float = 2.0):
     return sum(n > factor * ref.get(i, n) for i, n in hyp.items())
 
 
-def fmt(value, digits=2, signed=False):
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+def paired_figures(score: dict):
+    """ΔBLEU, ΔchrF and their p from a score.json scored against a baseline (None without one)."""
+    return {"dbleu": score.get("delta_bleu"), "p": score.get("p_bleu"),
+            "dchrf": score.get("delta_chrf"), "p_chrf": score.get("p_chrf")}
 
 
-def build_table(work: Path):
-    rows, scores = [], {}
+def row_figures(work: Path, row: Row, score: dict, forms):
+    """One row's figures; None where one does not apply (no baseline, no validate log)."""
+    generate_txt = work / "gen" / row.step / "generate-test.txt"
+    l2, recovery = validate_figures(work, row.step)
+    task, general = sense_counts(generate_txt, forms)
+    return {"wer": score.get("wer"), "bleu": score["bleu"], "chrf": score["chrf"],
+            **paired_figures(score if row.baseline else {}), "l2": l2, "recovery": recovery,
+            "task_sense": task, "general_sense": general, "long_outputs": runaway_outputs(generate_txt)}
+
+
+def read_seconds(path: Path):
+    """Seconds per stage from the recipe's stage-seconds.tsv; a rerun stage counts its last run."""
+    seconds = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                stage, value = line.split("\t")
+                seconds[stage] = float(value)
+    return seconds
+
+
+def versus(label: str, figures: dict):
+    return f"{label} {figures['dbleu']:+.2f} BLEU (p={figures['p']:.3f})"
+
+
+def significant_gain(figures: dict):
+    return figures["dbleu"] > 0 and figures["p"] < ALPHA
+
+
+def verdict(key: str, holds: bool, figures: str):
+    return {"holds": holds, "text": f"({key}) {'holds' if holds else 'does not hold'}: {figures}"}
+
+
+def unchecked(key: str, missing: str):
+    return {"holds": None, "text": f"({key}) not checked: no {missing}"}
+
+
+def finding_a(rows: dict):
+    """Stage 1 reproduces the 1-best cascade: the exporter maps the 1-best onto the MT's rows."""
+    stage1 = rows.get("stage1")
+    if stage1 is None or stage1["dbleu"] is None:
+        return unchecked("a", "stage 1 score against the 1-best cascade (gen/stage1/score.json)")
+    if stage1["recovery"] is None:
+        return unchecked("a", "stage 1 token recovery (logs/validate-stage1.log)")
+    holds = abs(stage1["dbleu"]) <= STAGE1_TOLERANCE and stage1["recovery"] >= MIN_RECOVERY
+    return verdict("a", holds, f"{versus('stage 1 vs 1-best cascade', stage1)}, "
+                               f"token recovery {stage1['recovery']:.1f}%")
+
+
+def finding_b(rows: dict, vs_control: Optional[dict]):
+    """Stage 2's gain, and that it is the coupling's, not the extra ASR training's (the control)."""
+    stage2 = rows.get("stage2")
+    if stage2 is None or stage2["dbleu"] is None:
+        return unchecked("b", "stage 2 score against the 1-best cascade (gen/stage2/score.json)")
+    if vs_control is None:
+        return unchecked("b", "stage 2 score against the control (gen/stage2/vs-control.json)")
+    holds = significant_gain(stage2) and significant_gain(vs_control)
+    return verdict("b", holds, f"{versus('stage 2 vs 1-best cascade', stage2)}, "
+                               f"{versus('stage 2 vs control', vs_control)}")
+
+
+def finding_c(rows: dict):
+    """Once the MT knows the task, coupling has nothing left to add."""
+    stage3 = rows.get("stage3")
+    if stage3 is None or stage3["dbleu"] is None:
+        return unchecked("c", "stage 3 score against the adapted 1-best cascade (gen/stage3/score.json)")
+    return verdict("c", not significant_gain(stage3), versus("stage 3 vs adapted 1-best cascade", stage3))
+
+
+def finding_d(rows: dict):
+    """The translation loss does not buy BLEU at the transcript's expense."""
+    before, after = rows.get("onebest", {}).get("wer"), rows.get("stage2", {}).get("wer")
+    if before is None or after is None:
+        return unchecked("d", "WER of the 1-best cascade and of stage 2 (gen/onebest, gen/stage2 score.json)")
+    return verdict("d", after <= before, f"WER {after:.2f} after stage 2, {before:.2f} before (1-best cascade)")
+
+
+def findings(rows: dict, vs_control: Optional[dict]):
+    return {"a": finding_a(rows), "b": finding_b(rows, vs_control), "c": finding_c(rows),
+            "d": finding_d(rows)}
+
+
+def build_results(work: Path):
+    """Everything results.md shows, as results.json holds it."""
+    scores = {row: json.loads((work / "gen" / row.step / "score.json").read_text())
+              for row in ROWS if (work / "gen" / row.step / "score.json").exists()}
+    if not scores:
+        raise SystemExit(f"no score.json under {work}/gen: run the recipe's scoring stage first")
     forms = sense_forms()
-    for label, gen, baseline in ROWS:
-        score_path = work / gen / "score.json"
-        if not score_path.exists():
-            continue
-        s = json.loads(score_path.read_text())
-        scores[label] = s
-        name = Path(gen).name
-        l2, recovery = validate_figures(work, name)
-        delta = p = None
-        if baseline and "delta_bleu" in s:
-            delta, p = s["delta_bleu"], s["p_bleu"]
-        task, general = sense_counts(work / gen / "generate-test.txt", forms)
-        rows.append((label, fmt(s.get("wer")), fmt(s["bleu"]), fmt(s["chrf"]),
-                     f"{fmt(delta, signed=True)} (p={p:.3f})" if delta is not None else "—",
-                     fmt(l2, 3), fmt(recovery, 1), f"{task} / {general}",
-                     str(runaway_outputs(work / gen / "generate-test.txt"))))
-    return rows, scores
+    rows = {row.name: row_figures(work, row, score, forms) for row, score in scores.items()}
+    vs_control_path = work / "gen" / "stage2" / "vs-control.json"
+    vs_control = paired_figures(json.loads(vs_control_path.read_text())) if vs_control_path.exists() else None
+    first_row, first = next(iter(scores.items()))
+    ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, prefix="T")
+    corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
+    return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"],
+            "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
+            "reference_senses": {"task": ref_task, "general": ref_general},
+            "rows": rows, "stage2_vs_control": vs_control, "findings": findings(rows, vs_control),
+            "seconds": read_seconds(work / "stage-seconds.tsv")}
 
 
-def control_line(work: Path):
-    """Stage 2 against the control (the same ASR updates on the transcript loss alone), if
-    stage 8 scored it: the comparison that separates the coupling from more ASR training."""
-    path = work / "gen" / "asr-only" / "stage2-vs-control.json"
-    if not path.exists():
-        return []
-    s = json.loads(path.read_text())
-    return [f"Stage 2 against the control: ΔBLEU {s['delta_bleu']:+.2f} (p={s['p_bleu']:.3f}), "
-            f"ΔchrF {s['delta_chrf']:+.2f} (p={s['p_chrf']:.3f}).", ""]
+def fmt(value, digits=2):
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(rows):
-    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %",
-            "ambiguous nouns: task / general sense", "outputs > 2x ref length")
+def paired_cell(figures: Optional[dict]):
+    if figures is None or figures["dbleu"] is None:
+        return "—"
+    return f"{figures['dbleu']:+.2f} (p={figures['p']:.3f})"
+
+
+def duration(seconds: float):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def time_line(seconds: dict):
+    per_stage = ", ".join(f"{stage} {duration(s)}" for stage, s in seconds.items())
+    return f"{per_stage}; total {duration(sum(seconds.values()))}"
+
+
+def markdown_table(head, rows):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def plot_curves(work: Path, out_png: Path):
+def results_table(results: dict):
+    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %",
+            "ambiguous nouns: task / general sense", "outputs > 2x ref length")
+    rows = [(row.label, fmt(r["wer"]), fmt(r["bleu"]), fmt(r["chrf"]), paired_cell(r), fmt(r["l2"], 3),
+             fmt(r["recovery"], 1), f"{r['task_sense']} / {r['general_sense']}", str(r["long_outputs"]))
+            for row in ROWS if (r := results["rows"].get(row.name)) is not None]
+    return markdown_table(head, rows)
+
+
+def control_line(vs_control: Optional[dict]):
+    """Stage 2 against the control (the same ASR updates on the transcript loss alone): the
+    comparison that separates the coupling from more ASR training."""
+    if vs_control is None:
+        return []
+    return [f"Stage 2 against the control: ΔBLEU {vs_control['dbleu']:+.2f} (p={vs_control['p']:.3f}), "
+            f"ΔchrF {vs_control['dchrf']:+.2f} (p={vs_control['p_chrf']:.3f}).", ""]
+
+
+def claims_sentence():
+    return "The study's claims: " + "; ".join(f"({key}) {claim}" for key, claim in CLAIMS.items()) + "."
+
+
+def results_markdown(results: dict, commands: Optional[Path]):
+    senses = results["reference_senses"]
+    text = ["# Toy study: exporter-coupled cascade vs 1-best cascade", "",
+            f"Test set: {results['n']} utterances of synthesized task-domain speech "
+            f"(corpus seed {results['seed']}, scale {results['scale']}). "
+            "Rows 1-6 are the paper's study: the 1-best is the greedy path of the ASR's CTC head and "
+            "the exporter reads the encoder frames of each token's CTC segment (--exporter-source ctc). "
+            "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
+            "decoder rows take the 1-best from the ASR's attention decoder instead. "
+            "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
+            "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
+            "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
+            "German nouns of the twelve ambiguous words' task senses (Ufer, Fledermaus, ...) and "
+            "general senses (Bank, Schläger, ...) in the translations; the references hold "
+            f"{senses['task']} / {senses['general']}. The last column counts translations more than twice "
+            "as long as their reference (repetition loops).", "",
+            results_table(results), "", *control_line(results["stage2_vs_control"]),
+            "## Findings on this seed", "", claims_sentence(), "",
+            *(f"- {finding['text']}" for finding in results["findings"].values()), "",
+            f"BLEU signature: `{results['signature_bleu']}`  ",
+            f"chrF signature: `{results['signature_chrf']}`", "",
+            "![dev BLEU and L2 over updates](curves.png)", ""]
+    if commands and commands.exists():
+        text += ["## Commands", "", "```bash", commands.read_text().rstrip(), "```", ""]
+    # Last, with the commands: a rerun changes the times, not the results above.
+    if results["seconds"]:
+        text += [f"Time per stage: {time_line(results['seconds'])}.", ""]
+    return "\n".join(text)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import logging
 
     import matplotlib
@@ -149,6 +325,11 @@ def plot_curves(work: Path, out_png: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(work: Path, out_png: Path):
+    plt = pyplot()
     fig, (ax_bleu, ax_l2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, name in CURVES:
         records = read_json_logs(work / "logs" / f"train-{name}.log", "dev")
@@ -168,46 +349,204 @@ def plot_curves(work: Path, out_png: Path):
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def report_one_seed(work: Path, out: Path, commands: Optional[Path]):
+    results = build_results(work)
+    plot_curves(work, out / "curves.png")
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    text = results_markdown(results, commands)
+    (out / "results.md").write_text(text)
+    print(text.split("BLEU signature")[0].rstrip())
+
+
+# --- the study over several seeds ---
+
+def read_seed_results(dirs):
+    """Each dir's results.json, in seed order; a missing file or a seed given twice stops."""
+    seeds = {}
+    for d in dirs:
+        path = d / "results.json"
+        if not path.exists():
+            raise SystemExit(f"{path} not found: write it with --work for that seed first")
+        results = json.loads(path.read_text())
+        if results["seed"] in seeds:
+            raise SystemExit(f"seed {results['seed']} appears twice: {seeds[results['seed']][0]} and {d}")
+        seeds[results["seed"]] = (d, results)
+    return [seeds[seed] for seed in sorted(seeds)]
+
+
+def comparison(results: dict, key: str):
+    """One seed's paired figures for a comparison; None if it was not run."""
+    figures = results["stage2_vs_control"] if key == "stage2_vs_control" else results["rows"].get(key)
+    return figures if figures is not None and figures["dbleu"] is not None else None
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (None where too few values)."""
+    mean = statistics.mean(values) if values else None
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def summarize_comparisons(seeds):
+    summary = {}
+    for key, _ in COMPARISONS:
+        figures = [f for f in (comparison(results, key) for _, results in seeds) if f is not None]
+        dbleu_mean, dbleu_std = mean_std([f["dbleu"] for f in figures])
+        dchrf_mean, dchrf_std = mean_std([f["dchrf"] for f in figures])
+        summary[key] = {"dbleu_mean": dbleu_mean, "dbleu_std": dbleu_std,
+                        "dchrf_mean": dchrf_mean, "dchrf_std": dchrf_std,
+                        "significant": sum(f["p"] < ALPHA for f in figures),
+                        "significant_chrf": sum(f["p_chrf"] < ALPHA for f in figures), "n": len(figures)}
+    return summary
+
+
+def summarize_findings(seeds):
+    """On how many seeds each claim holds, and the seeds where it does not or was not checked."""
+    summary = {}
+    for key in CLAIMS:
+        holds = {results["seed"]: results["findings"][key]["holds"] for _, results in seeds}
+        summary[key] = {"holds": sum(h is True for h in holds.values()), "n": len(holds),
+                        "not_holding": [seed for seed, h in holds.items() if h is False],
+                        "not_checked": [seed for seed, h in holds.items() if h is None]}
+    return summary
+
+
+def summed_seconds(seeds):
+    totals = {}
+    for _, results in seeds:
+        for stage, seconds in results["seconds"].items():
+            totals[stage] = totals.get(stage, 0) + seconds
+    return totals
+
+
+def mean_std_cell(mean, std):
+    if mean is None:
+        return "—"
+    return f"{mean:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def seeds_table(seeds, out: Path):
+    head = ("seed", "WER 1-best", "BLEU 1-best", "BLEU stage 1", "BLEU stage 2", "BLEU control",
+            "BLEU adapted 1-best", "BLEU stage 3", "ΔBLEU stage 1 (p)", "ΔBLEU stage 2 (p)",
+            "ΔBLEU stage 2 vs control (p)", "ΔBLEU stage 3 (p)", "per-seed results")
+    rows = []
+    for d, results in seeds:
+        r = results["rows"]
+        link = Path(os.path.relpath(d, out)).as_posix()
+        rows.append((str(results["seed"]), fmt(r.get("onebest", {}).get("wer")),
+                     *(fmt(r.get(name, {}).get("bleu"))
+                       for name in ("onebest", "stage1", "stage2", "control", "adapted_onebest", "stage3")),
+                     *(paired_cell(comparison(results, key))
+                       for key in ("stage1", "stage2", "stage2_vs_control", "stage3")),
+                     f"[results]({link}/results.md), [curves]({link}/curves.png)"))
+    return markdown_table(head, rows)
+
+
+def comparisons_table(summary: dict):
+    head = ("comparison", "ΔBLEU mean ± sd", "p < 0.05 (BLEU)", "ΔchrF mean ± sd", "p < 0.05 (chrF)")
+    rows = [(label, mean_std_cell(s["dbleu_mean"], s["dbleu_std"]), f"{s['significant']}/{s['n']}",
+             mean_std_cell(s["dchrf_mean"], s["dchrf_std"]), f"{s['significant_chrf']}/{s['n']}")
+            for key, label in COMPARISONS if (s := summary[key])["n"]]
+    return markdown_table(head, rows)
+
+
+def finding_lines(seeds, summary: dict):
+    texts = {results["seed"]: results["findings"] for _, results in seeds}
+    lines = []
+    for key, s in summary.items():
+        line = f"- ({key}) holds on {s['holds']}/{s['n']} seeds"
+        if s["not_holding"]:
+            line += "; does not hold on seed " + ", ".join(map(str, s["not_holding"]))
+        if s["not_checked"]:
+            line += "; not checked on seed " + ", ".join(map(str, s["not_checked"]))
+        lines.append(line)
+        lines += [f"  - seed {seed}: {texts[seed][key]['text']}" for seed in s["not_holding"]]
+    return lines
+
+
+def summary_markdown(seeds, summary: dict, finding_summary: dict, seconds: dict, out: Path):
+    scales = sorted({results["scale"] for _, results in seeds})
+    text = [f"# Toy study over {len(seeds)} seeds", "",
+            f"Each seed is the whole recipe (corpus, models, scores) run with that --seed, scale "
+            f"{', '.join(scales)}. ΔBLEU and p from sacreBLEU's paired bootstrap, each system against "
+            "its own 1-best cascade unless named; sd is the sample standard deviation across seeds.", "",
+            seeds_table(seeds, out), "", "## Across seeds", "", comparisons_table(summary), "",
+            "![ΔBLEU per seed](seeds.png)", "", "## Findings", "", claims_sentence(), "",
+            *finding_lines(seeds, finding_summary), ""]
+    if seconds:
+        text += [f"Time summed over the seeds: {time_line(seconds)}.", ""]
+    return "\n".join(text)
+
+
+def jitter(n: int, width: float = 0.24):
+    """Evenly spread x offsets for n seeds: the points do not overlap, and the figure is
+    the same on every run."""
+    return [0.0] if n == 1 else [-width / 2 + width * i / (n - 1) for i in range(n)]
+
+
+def plot_seeds(seeds, summary: dict, out_png: Path):
+    """ΔBLEU per comparison: a point per seed (filled if p < ALPHA), a tick at the mean."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.axhline(0, color="grey", linewidth=0.8)
+    handles = []
+    for i, ((_, results), dx) in enumerate(zip(seeds, jitter(len(seeds)))):
+        color = f"C{i % 10}"
+        for x, (key, _) in enumerate(PLOTTED):
+            figures = comparison(results, key)
+            if figures is not None:
+                ax.plot(x + dx, figures["dbleu"], "o", markersize=7, color=color, zorder=3,
+                        markerfacecolor=color if figures["p"] < ALPHA else "none")
+        handles.append(Line2D([], [], marker="o", linestyle="", color=color, label=f"seed {results['seed']}"))
+    for x, (key, _) in enumerate(PLOTTED):
+        mean = summary[key]["dbleu_mean"]
+        if mean is not None:
+            ax.hlines(mean, x - 0.3, x + 0.3, color="black", linewidth=2)
+            ax.annotate(f"{mean:+.2f}", (x + 0.32, mean), va="center", fontsize=8)
+    handles += [Line2D([], [], marker="o", linestyle="", color="black", label=f"p < {ALPHA}"),
+                Line2D([], [], marker="o", linestyle="", color="black", markerfacecolor="none",
+                       label=f"p ≥ {ALPHA}"),
+                Line2D([], [], color="black", linewidth=2, label="mean")]
+    ax.axvline(len(PLOTTED) - 1.5, color="grey", linestyle=":")  # the last is not against a 1-best
+    ax.set_xticks(range(len(PLOTTED)), [label for _, label in PLOTTED])
+    ax.set_xlim(-0.5, len(PLOTTED) - 0.2)  # room for the last mean's label
+    ax.set(ylabel="ΔBLEU", title=f"ΔBLEU over {len(seeds)} seeds (paired bootstrap p)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def report_seeds(dirs, out: Path):
+    seeds = read_seed_results(dirs)
+    summary, finding_summary, seconds = summarize_comparisons(seeds), summarize_findings(seeds), summed_seconds(seeds)
+    (out / "results.json").write_text(json.dumps(
+        {"seeds": {str(results["seed"]): results for _, results in seeds}, "summary": summary,
+         "findings": finding_summary, "seconds": seconds}, indent=2, ensure_ascii=False) + "\n")
+    (out / "results.md").write_text(summary_markdown(seeds, summary, finding_summary, seconds, out))
+    plot_seeds(seeds, summary, out / "seeds.png")
+    print(comparisons_table(summary))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="the recipe's work dir")
-    parser.add_argument("--out", type=Path, required=True, help="where results.md and curves.png go")
-    parser.add_argument("--commands", type=Path, help="file with the commands that ran, to append")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--work", type=Path, help="the recipe's work dir (one seed)")
+    source.add_argument("--summary", type=Path, nargs="+", metavar="RESULTS_DIR",
+                        help="per-seed results dirs, each with the results.json of a --work report")
+    parser.add_argument("--out", type=Path, required=True, help="where results.md, results.json and the plot go")
+    parser.add_argument("--commands", type=Path, help="file with the commands that ran, to append (--work)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, scores = build_table(args.work)
-    if not rows:
-        raise SystemExit(f"no score.json under {args.work}/gen: run the recipe's scoring stage first")
-    plot_curves(args.work, args.out / "curves.png")
-    corpus = json.loads((args.work / "data" / "corpus.json").read_text())
-    first = next(iter(scores.values()))
-    first_gen = next(args.work / gen for label, gen, _ in ROWS if label in scores)
-    ref_task, ref_general = sense_counts(first_gen / "generate-test.txt", sense_forms(), prefix="T")
-    text = ["# Toy study: exporter-coupled cascade vs 1-best cascade", "",
-            f"Test set: {first['n']} utterances of synthesized task-domain speech "
-            f"(corpus seed {corpus['arguments']['seed']}, scale {corpus['arguments']['scale']}). "
-            "Rows 1-6 are the paper's study: the 1-best is the greedy path of the ASR's CTC head and "
-            "the exporter reads the encoder frames of each token's CTC segment (--exporter-source ctc). "
-            "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
-            "decoder rows take the 1-best from the ASR's attention decoder instead. "
-            "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
-            "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
-            "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
-            "German nouns of the twelve ambiguous words' task senses (Ufer, Fledermaus, ...) and "
-            "general senses (Bank, Schläger, ...) in the translations; the references hold "
-            f"{ref_task} / {ref_general}. The last column counts translations more than twice as long "
-            "as their reference (repetition loops).", "",
-            markdown_table(rows), "", *control_line(args.work),
-            f"BLEU signature: `{first.get('signature_bleu', '')}`  ",
-            f"chrF signature: `{first.get('signature_chrf', '')}`", "",
-            "![dev BLEU and L2 over updates](curves.png)", ""]
-    if args.commands and args.commands.exists():
-        text += ["## Commands", "", "```bash", args.commands.read_text().rstrip(), "```", ""]
-    (args.out / "results.md").write_text("\n".join(text))
-    print("\n".join(text[:text.index("") + 1]))
-    print(markdown_table(rows))
+    if args.summary:
+        report_seeds(args.summary, args.out)
+    else:
+        report_one_seed(args.work, args.out, args.commands)
 
 
 if __name__ == "__main__":
