@@ -39,6 +39,15 @@ def allow_fairseq_checkpoint_globals():
         add(allowed_checkpoint_globals())
 
 
+def fsync_directory(path: str):
+    """Make a rename in ``path`` durable (POSIX: the new name is data of the directory)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def make_checkpoint_copies_atomic():
     """fairseq 0.12 writes the first checkpoint of a save atomically (``.tmp`` file, then
     rename, in ``checkpoint_utils.torch_persistent_save``) but *copies* it to the others
@@ -46,7 +55,10 @@ def make_checkpoint_copies_atomic():
     ``shutil.copyfile`` straight onto the target: a process killed during that copy leaves
     a truncated ``checkpoint_last.pt`` that the restarted run fails to load. Route local
     copies through a temporary file and ``os.replace`` (atomic on POSIX), so a target is
-    either the old checkpoint or the new one. Paths with an ioPath handler are left alone."""
+    either the old checkpoint or the new one. The temporary file is fsynced before the
+    rename and the directory after it: without that, a crash of the machine (not just of
+    the process) can leave the renamed name pointing at blocks never written, a
+    zero-length or partly zero checkpoint. Paths with an ioPath handler are left alone."""
     from fairseq.file_io import PathManager
 
     if getattr(PathManager.copy, "_exporter_atomic", False):
@@ -58,8 +70,12 @@ def make_checkpoint_copies_atomic():
             return stock_copy(src_path, dst_path, overwrite)
         # overwrite: like fairseq's own local fallback (shutil.copyfile), always
         tmp = f"{dst_path}.tmp-copy"
-        shutil.copyfile(src_path, tmp)
+        with open(src_path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
         os.replace(tmp, dst_path)
+        fsync_directory(os.path.dirname(os.path.abspath(dst_path)))
         return True
 
     copy._exporter_atomic = True

@@ -7,13 +7,13 @@ column, audio files turned into fbank without torchaudio, and errors that name t
 utterance and file at fault.
 """
 
-import csv
 import difflib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,14 +28,13 @@ from fairseq.data.audio.speech_to_text_joint_dataset import (
     SpeechToTextJointDatasetCreator,
 )
 
+from fairseq_exporter.data import s2t_layout
+from fairseq_exporter.data.s2t_layout import ManifestError
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "src_text", "tgt_text")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
-class ManifestError(ValueError):
-    pass
 
 
 class AudioError(ValueError):
@@ -83,6 +82,8 @@ def _audio_problem(audio_root: Path, audio: str, zip_sizes: Dict[str, int]) -> O
 
 
 class ExporterDataset(SpeechToTextJointDataset):
+    manifest: Optional[Path] = None  # the TSV this split was read from, for error messages
+
     def _read_features(self, index: int) -> np.ndarray:
         path = self.audio_paths[index]
         try:
@@ -97,10 +98,34 @@ class ExporterDataset(SpeechToTextJointDataset):
     def _get_source_audio(self, index) -> torch.Tensor:
         if self.cfg.use_audio_input:
             raise ValueError("the exporter task reads fbank features (use_audio_input: false in the config yaml)")
-        source = self._read_features(index)
-        if self.feature_transforms is not None:
-            source = self.feature_transforms(source)
-        return torch.from_numpy(source).float()
+        stored = self._read_features(index)
+        source = self.feature_transforms(stored) if self.feature_transforms is not None else stored
+        source = torch.from_numpy(source).float()
+        # NaN/Inf features would reach the ASR search, which fails deep inside fairseq's
+        # SequenceGenerator ("AssertionError: 30 < 30") without naming the utterance.
+        # Checked per utterance, not on the collated batch: a batch's sample["id"] are
+        # indices local to each split, so with several --train-subset splits the batch
+        # cannot say which split's utterance is at fault; the work is the same.
+        if not torch.isfinite(source).all():
+            raise self._non_finite_error(index, stored)
+        return source
+
+    def _non_finite_error(self, index: int, stored: np.ndarray) -> AudioError:
+        # Stop, not skip: NaN/Inf in stored features is a corrupted or wrongly computed
+        # feature file, a data bug the user must fix; skipping would train and score on a
+        # silently smaller set, and only the utterances read so far would be known.
+        nan, inf = int(np.isnan(stored).sum()), int(np.isinf(stored).sum())
+        if nan or inf:
+            frames = np.nonzero(~np.isfinite(stored.reshape(len(stored), -1)).all(axis=1))[0]
+            why = (f"the stored features hold {nan} NaN and {inf} Inf value(s), in {len(frames)} of "
+                   f"{len(stored)} frames (the first at index {frames[0]})")
+        else:
+            transforms = ", ".join(type(t).__name__ for t in getattr(self.feature_transforms, "transforms", []))
+            why = ("the stored features are finite but NaN/Inf after the data config's feature "
+                   f"transforms ({transforms}; a global_cmvn stddev of 0?)")
+        where = f"manifest {self.manifest}" if self.manifest is not None else f"split {self.split}"
+        return AudioError(f"{where}: utterance {self.ids[index]}: {self.audio_paths[index]}: {why}. "
+                          "Recompute this utterance's features, or remove it from the manifest.")
 
 
 class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
@@ -114,13 +139,17 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
         return type(cls.__name__, (cls,), {"limits": limits, "audio_root": audio_root})
 
     @classmethod
+    def _from_tsv(cls, root, cfg, split, *args, **kwargs):
+        dataset = super()._from_tsv(root, cfg, split, *args, **kwargs)
+        dataset.manifest = Path(root) / f"{split}.tsv"
+        return dataset
+
+    @classmethod
     def _load_samples_from_tsv(cls, root: str, split: str) -> List[Dict]:
-        samples = cls._read_manifest(root, split)
+        samples, lines = cls._read_manifest(root, split)
         tsv_path = Path(root) / f"{split}.tsv"
         cls._check_audio(samples, tsv_path)
-        if cls.limits is not None:
-            samples = cls._drop_out_of_limits(samples, tsv_path)
-        return samples
+        return cls._skip_untakeable(samples, lines, tsv_path)
 
     @classmethod
     def _check_audio(cls, samples, tsv_path):
@@ -136,28 +165,38 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
                              f"unreadable audio:\n  {shown}")
 
     @classmethod
-    def _drop_out_of_limits(cls, samples, tsv_path):
+    def _skip_untakeable(cls, samples, lines, tsv_path):
+        """Utterances the model cannot take, left out with a count in the log: an empty
+        transcript or translation (as prep_mustc drops empty sentences), and, once the
+        model is built, speech or translations outside its limits."""
         lim = cls.limits
-        short, long, long_tgt, kept = [], [], [], []
-        for s in samples:
+        min_frames = lim.min_frames if lim is not None else 1
+        empty, short, long, long_tgt, kept = [], [], [], [], []
+        for s, line in zip(samples, lines):
             n = int(s[cls.KEY_N_FRAMES])
-            if n < lim.min_frames:
-                short.append(s[cls.KEY_ID])
-            elif n > lim.max_frames:
-                long.append(s[cls.KEY_ID])
-            elif len(s[cls.KEY_TGT_TEXT].split()) + 1 > lim.max_target_tokens:
+            utt = f"{s[cls.KEY_ID]} (line {line})"
+            if not s[cls.KEY_SRC_TEXT].strip() or not s[cls.KEY_TGT_TEXT].strip():
+                empty.append(utt)
+            elif n < min_frames:
+                short.append(utt)
+            elif lim is not None and n > lim.max_frames:
+                long.append(utt)
+            elif lim is not None and len(s[cls.KEY_TGT_TEXT].split()) + 1 > lim.max_target_tokens:
                 # word count: a lower bound of the token count, cheap before tokenization;
                 # fairseq's own size filter still catches the rest
-                long_tgt.append(s[cls.KEY_ID])
+                long_tgt.append(utt)
             else:
                 kept.append(s)
         dropped = len(samples) - len(kept)
         if dropped:
             parts = []
-            for ids, why in ((short, f"shorter than {lim.min_frames} frame(s), nothing left after the ASR's "
-                                     "convolutional subsampling"),
-                             (long, f"longer than {lim.max_frames} frames (--max-source-positions)"),
-                             (long_tgt, f"translation longer than the MT decoder's {lim.max_target_tokens} positions")):
+            reasons = [(empty, "with an empty src_text or tgt_text"),
+                       (short, f"shorter than {min_frames} frame(s), nothing left after the ASR's "
+                               "convolutional subsampling")]
+            if lim is not None:
+                reasons += [(long, f"longer than {lim.max_frames} frames (--max-source-positions)"),
+                            (long_tgt, f"translation longer than the MT decoder's {lim.max_target_tokens} positions")]
+            for ids, why in reasons:
                 if ids:
                     parts.append(f"{len(ids)} {why} (e.g. {', '.join(ids[:3])})")
             logger.warning(f"{tsv_path}: skipped {dropped} of {len(samples)} utterances: {'; '.join(parts)}")
@@ -167,28 +206,47 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
         return kept
 
     @classmethod
-    def _read_manifest(cls, root: str, split: str) -> List[Dict]:
+    def _read_manifest(cls, root: str, split: str) -> Tuple[List[Dict], List[int]]:
+        """The rows of ``{root}/{split}.tsv`` and their line numbers. Everything fairseq
+        would misread stops here with the file, line and column: a field count other than
+        the header's, an n_frames that is not a whole number, an empty or repeated id
+        (ids key the 1-best cache and the outputs)."""
         tsv_path = Path(root) / f"{split}.tsv"
         if not tsv_path.is_file():
             raise FileNotFoundError(f"manifest not found: {tsv_path}")
-        with open(tsv_path, encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t", quotechar=None, doublequote=False,
-                                    lineterminator="\n", quoting=csv.QUOTE_NONE)
-            header = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise ManifestError(
-                    f"manifest {tsv_path} lacks column(s) {', '.join(missing)}"
-                    f"{''.join(_column_hint(c, header) for c in missing)} "
-                    f"(header: {' '.join(reader.fieldnames or [])}); the exporter task needs "
-                    f"{' '.join(REQUIRED_COLUMNS)} (join ASR and ST manifests with fairseq-exporter-join-manifests)")
-            samples = [dict(row) for row in reader]
-        if not samples:
+        header, lines = s2t_layout.read_manifest_lines(tsv_path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise ManifestError(
+                f"manifest {tsv_path} lacks column(s) {', '.join(missing)}"
+                f"{''.join(_column_hint(c, header) for c in missing)} "
+                f"(header: {' '.join(header)}); the exporter task needs "
+                f"{' '.join(REQUIRED_COLUMNS)} (join ASR and ST manifests with fairseq-exporter-join-manifests)")
+        if not lines:
             raise ManifestError(f"manifest {tsv_path} has no rows")
-        for line, row in enumerate(samples, start=2):
-            if any(row.get(c) is None for c in REQUIRED_COLUMNS):
-                raise ManifestError(f"manifest {tsv_path} line {line}: fewer fields than the header")
-        return samples
+        col = {c: header.index(c) for c in REQUIRED_COLUMNS}
+        problems, advice, first_line_of = [], "", {}
+        for line, fields in lines:
+            problem = s2t_layout.field_count_problem(header, line, fields)
+            if problem is not None:
+                problems.append(problem)
+                advice = s2t_layout.FIELD_COUNT_ADVICE
+                continue
+            utt_id, n_frames = fields[col[cls.KEY_ID]], fields[col[cls.KEY_N_FRAMES]]
+            where = f"line {line} (utterance {utt_id})"
+            if not utt_id:
+                problems.append(f"line {line}, column {col[cls.KEY_ID] + 1} ({cls.KEY_ID}): empty")
+            elif utt_id in first_line_of:
+                problems.append(f"line {line}, column {col[cls.KEY_ID] + 1} ({cls.KEY_ID}): "
+                                f"utterance id {utt_id} is already the id of line {first_line_of[utt_id]}")
+            else:
+                first_line_of[utt_id] = line
+            if not re.fullmatch(r"[0-9]+", n_frames):
+                problems.append(f"{where}, column {col[cls.KEY_N_FRAMES] + 1} ({cls.KEY_N_FRAMES}): "
+                                f"{n_frames!r} is not a number of frames (a whole number >= 0)")
+        if problems:
+            raise s2t_layout.manifest_problems(tsv_path, len(lines), problems, advice)
+        return [dict(zip(header, fields)) for _, fields in lines], [line for line, _ in lines]
 
     @classmethod
     def _from_list(cls, split_name, is_train_split, samples, cfg, tgt_dict, src_dict,

@@ -12,7 +12,6 @@ Nothing here knows a corpus: MuST-C, the toy corpus and a user's own data are wr
 same way.
 """
 
-import csv
 import io
 import json
 import os
@@ -138,27 +137,95 @@ def audio_file_of(audio: str) -> str:
 
 
 # ---- manifests ----------------------------------------------------------------------
-def read_manifest(path: Union[str, Path], required: Sequence[str] = ()) -> List[Dict[str, str]]:
-    """Rows of a TSV manifest as dicts, read exactly as fairseq's S2T dataset reads them
-    (tab-separated, no quoting, no escapes)."""
+class ManifestError(LayoutError):
+    """A manifest that fairseq would misread; the message names the file, the line and the column."""
+
+
+# How many bad lines an error lists; the count covers them all.
+SHOWN_PROBLEMS = 10
+
+
+def manifest_problems(path: Path, n_rows: int, problems: Sequence[str], advice: str = "") -> ManifestError:
+    """One error for the bad lines of a manifest, each problem a "line N, column K (name): ..." text."""
+    shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
+    more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    return ManifestError(f"manifest {path}: {len(problems)} problem(s) in {n_rows} row(s):\n  {shown}{more}"
+                         + (f"\n{advice}" if advice else ""))
+
+
+def read_manifest_lines(path: Union[str, Path]):
+    """(header, [(line number, fields)]) of a TSV manifest, split as fairseq's S2T dataset
+    splits it: text mode (universal newlines), csv without quoting or escapes, so a line is
+    a row and a tab ends a field; blank lines are skipped. Field counts are not checked
+    here (see ``field_count_problem``). A file that is not UTF-8 is refused with the line,
+    column and byte of the first bad byte (fairseq would fail on it with a bare
+    UnicodeDecodeError, or read it in another locale's encoding)."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"manifest not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quotechar=None, doublequote=False,
-                                lineterminator="\n", quoting=csv.QUOTE_NONE)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise LayoutError(f"manifest {path} lacks column(s) {', '.join(missing)} "
-                              f"(header: {' '.join(header) or 'none'})")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if None in row or any(row.get(c) is None for c in header):
-                raise LayoutError(f"manifest {path} line {line}: {len(row) - (None in row)} "
-                                  f"fields where the header has {len(header)}")
-            rows.append(row)
-    return rows
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ManifestError(_not_utf8(path, data, err)) from err
+    text = text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not part of the first column name
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    header = lines[0].split("\t") if lines and lines[0] else []
+    rows = [(number, line.split("\t")) for number, line in enumerate(lines[1:], start=2) if line]
+    return header, rows
+
+
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError) -> str:
+    start = data.rfind(b"\n", 0, err.start) + 1
+    line = data.count(b"\n", 0, err.start) + 1
+    field = data.count(b"\t", start, err.start)
+    header = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace").split("\t")
+    name = f" ({header[field]})" if line > 1 and field < len(header) else ""
+    utt = data[start:].split(b"\t", 1)[0].decode("utf-8", "replace")
+    utt = f" (utterance {utt})" if line > 1 and field > 0 else ""
+    return (f"manifest {path} line {line}{utt}, column {field + 1}{name}, byte {err.start - start + 1} of the line "
+            f"(byte {err.start} of the file): {data[err.start:err.end]!r} is not UTF-8. fairseq reads "
+            "manifests as UTF-8: re-encode the file (e.g. iconv -f latin1 -t utf-8) or rewrite that line.")
+
+
+def field_count_problem(header: Sequence[str], line: int, fields: Sequence[str]) -> Optional[str]:
+    """Why a row does not match its header, or None. csv.DictReader (what fairseq uses)
+    would read a short row with its last columns None and a long one with its extra
+    fields under the key None: either way every value after a lost or added tab sits in
+    the wrong column (tgt_text holding the speaker)."""
+    n, h = len(fields), len(header)
+    utt = f" (utterance {fields[0]})" if fields and fields[0] else ""
+    if n < h:
+        shifted = f"; read as it is, {header[n - 1]} would be {fields[n - 1][:40]!r}" if n > 1 else ""
+        return (f"line {line}{utt}, column {n + 1} ({header[n]}): missing; the line has {n} tab-separated "
+                f"field(s) where the header has {h}{shifted}")
+    if n > h:
+        return (f"line {line}{utt}, column {h + 1}: {n} tab-separated fields where the header has {h} "
+                f"({' '.join(header)}); {fields[h][:40]!r} has no column")
+    return None
+
+
+FIELD_COUNT_ADVICE = ("A lost or added tab moves every value after it into another column. Fields are "
+                      "separated by single tabs and cannot contain tabs (fairseq reads manifests "
+                      "without quoting).")
+
+
+def read_manifest(path: Union[str, Path], required: Sequence[str] = ()) -> List[Dict[str, str]]:
+    """Rows of a TSV manifest as dicts, read exactly as fairseq's S2T dataset reads them
+    (tab-separated, no quoting, no escapes); a row with another field count than the
+    header is an error naming its line."""
+    path = Path(path)
+    header, lines = read_manifest_lines(path)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks column(s) {', '.join(missing)} "
+                            f"(header: {' '.join(header) or 'none'})")
+    problems = [p for p in (field_count_problem(header, line, fields) for line, fields in lines) if p]
+    if problems:
+        raise manifest_problems(path, len(lines), problems, FIELD_COUNT_ADVICE)
+    return [dict(zip(header, fields)) for _, fields in lines]
 
 
 def write_manifest(path: Union[str, Path], rows: Iterable[Union[dict, Sequence]],
