@@ -32,7 +32,7 @@ def _train(cascade, user_dir, data, save_dir, *extra, mt=None):
                     "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000", "--max-update", "2",
                     "--save-dir", save_dir, "--no-epoch-checkpoints", "--no-progress-bar",
                     "--log-format", "simple", "--log-interval", "1", "--num-workers", "0", "--seed", "1",
-                    *extra)
+                    "--data-buffer-size", "0", *extra)
 
 
 def _data_copy(cascade, dest):

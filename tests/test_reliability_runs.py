@@ -24,7 +24,8 @@ def _args(cascade, user_dir, save_dir, *extra, asr=None):
             "--asr-checkpoint", str(asr or cascade["asr"]), "--mt-checkpoint", str(cascade["mt"]),
             "--freeze-mt", "--asr-weight", "0", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "1000",
             "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-progress-bar", "--log-format", "simple",
-            "--log-interval", "1", "--num-workers", "0", "--seed", "1", "--cpu", *map(str, extra)]
+            "--log-interval", "1", "--num-workers", "0", "--seed", "1", "--cpu", "--data-buffer-size", "0",
+            *map(str, extra)]
 
 
 def _run(args):

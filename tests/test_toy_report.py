@@ -212,14 +212,16 @@ def test_summary_over_three_seeds(tmp_path):
     s = summary["summary"]
     # stage 2: dBLEU 2.5, 1.0, -0.5: mean 1.0, sd sqrt((1.5² + 0 + 1.5²) / 2) = 1.5; dchrF 1.5, 0.5, -0.5
     assert s["stage2"] == pytest.approx({"dbleu_mean": 1.0, "dbleu_std": 1.5, "dchrf_mean": 0.5, "dchrf_std": 1.0,
-                                         "significant": 2, "significant_chrf": 1, "n": 3})
+                                         "significant": 2, "significant_worse": 0, "significant_chrf": 1,
+                                         "significant_worse_chrf": 0, "n": 3})
     # vs control: 1.5, -1.5, 0.9: mean 0.3, deviations 1.2, -1.8, 0.6: sd sqrt(5.04 / 2);
     # dchrF 0.5, -1.0, 1.1: mean 0.2, deviations 0.3, -1.2, 0.9: sd sqrt(2.34 / 2)
     assert s["stage2_vs_control"] == pytest.approx({
         "dbleu_mean": 0.3, "dbleu_std": 2.52 ** 0.5, "dchrf_mean": 0.2, "dchrf_std": 1.17 ** 0.5,
-        "significant": 2, "significant_chrf": 2, "n": 3})
+        "significant": 2, "significant_worse": 0, "significant_chrf": 1, "significant_worse_chrf": 1, "n": 3})
     assert s["stage1"] == pytest.approx({"dbleu_mean": 0.1, "dbleu_std": 0.0, "dchrf_mean": 0.1, "dchrf_std": 0.0,
-                                         "significant": 0, "significant_chrf": 0, "n": 3})
+                                         "significant": 0, "significant_worse": 0, "significant_chrf": 0,
+                                         "significant_worse_chrf": 0, "n": 3})
     assert s["reference"]["significant"] == 3 and s["control"]["dbleu_mean"] == pytest.approx(1.0)
     assert summary["findings"] == {
         "a": {"holds": 2, "n": 3, "not_holding": [], "not_checked": [3]},
@@ -234,8 +236,9 @@ def test_summary_over_three_seeds(tmp_path):
     assert ("| 2 | 45.00 | 20.00 | 20.10 | 22.50 | 21.00 | 28.00 | 28.10 | +0.10 (p=0.300) | +1.00 (p=0.040) | "
             "-1.50 (p=0.090) | +0.10 (p=0.375) | [results](../results/seed2/results.md), "
             "[curves](../results/seed2/curves.png) |") in md
-    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2/3 | +0.50 ± 1.00 | 1/3 |" in md
-    assert "| stage 2 vs control | +0.30 ± 1.59 | 2/3 | +0.20 ± 1.08 | 2/3 |" in md
+    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2 / 0 of 3 | +0.50 ± 1.00 | 1 / 0 of 3 |" in md
+    # seed 2's chrF vs the control is a significant loss (-1.0, p=0.01): counted apart from the gains
+    assert "| stage 2 vs control | +0.30 ± 1.59 | 2 / 0 of 3 | +0.20 ± 1.08 | 1 / 1 of 3 |" in md
     assert "- (a) holds on 2/3 seeds; not checked on seed 3" in md
     b = md.index("- (b) holds on 1/3 seeds; does not hold on seed 2, 3")
     assert md[b + 1:b + 3] == [

@@ -319,9 +319,10 @@ def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import logging
 
+    # fairseq sets the root logger to DEBUG, and matplotlib logs at import
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -397,8 +398,12 @@ def summarize_comparisons(seeds):
         dchrf_mean, dchrf_std = mean_std([f["dchrf"] for f in figures])
         summary[key] = {"dbleu_mean": dbleu_mean, "dbleu_std": dbleu_std,
                         "dchrf_mean": dchrf_mean, "dchrf_std": dchrf_std,
-                        "significant": sum(f["p"] < ALPHA for f in figures),
-                        "significant_chrf": sum(f["p_chrf"] < ALPHA for f in figures), "n": len(figures)}
+                        # p < ALPHA counted apart for gains and losses: a significant loss is no success
+                        "significant": sum(f["p"] < ALPHA and f["dbleu"] > 0 for f in figures),
+                        "significant_worse": sum(f["p"] < ALPHA and f["dbleu"] < 0 for f in figures),
+                        "significant_chrf": sum(f["p_chrf"] < ALPHA and f["dchrf"] > 0 for f in figures),
+                        "significant_worse_chrf": sum(f["p_chrf"] < ALPHA and f["dchrf"] < 0 for f in figures),
+                        "n": len(figures)}
     return summary
 
 
@@ -445,9 +450,12 @@ def seeds_table(seeds, out: Path):
 
 
 def comparisons_table(summary: dict):
-    head = ("comparison", "ΔBLEU mean ± sd", "p < 0.05 (BLEU)", "ΔchrF mean ± sd", "p < 0.05 (chrF)")
-    rows = [(label, mean_std_cell(s["dbleu_mean"], s["dbleu_std"]), f"{s['significant']}/{s['n']}",
-             mean_std_cell(s["dchrf_mean"], s["dchrf_std"]), f"{s['significant_chrf']}/{s['n']}")
+    head = ("comparison", "ΔBLEU mean ± sd", "seeds p < 0.05, BLEU: better / worse", "ΔchrF mean ± sd",
+            "seeds p < 0.05, chrF: better / worse")
+    rows = [(label, mean_std_cell(s["dbleu_mean"], s["dbleu_std"]),
+             f"{s['significant']} / {s['significant_worse']} of {s['n']}",
+             mean_std_cell(s["dchrf_mean"], s["dchrf_std"]),
+             f"{s['significant_chrf']} / {s['significant_worse_chrf']} of {s['n']}")
             for key, label in COMPARISONS if (s := summary[key])["n"]]
     return markdown_table(head, rows)
 

@@ -138,8 +138,11 @@ eval "exporter_flags=($exporter_flags)"
 eval "extra_train_flags=($extra_train_flags)"
 eval "generate_flags=($generate_flags)"
 fp16_flag=(); [ "$fp16" = true ] && fp16_flag=(--fp16)
+# --data-buffer-size 0: fairseq-train stopping at --max-update mid-epoch leaves its batch-prefetch
+# thread alive at interpreter exit, which can abort the finished process ("terminate called
+# without an active exception", exit 134); the loader's --num-workers still prefetch.
 common=(--user-dir "$user_dir" --seed "$seed" --num-workers "$num_workers" --no-progress-bar
-        --log-format json --log-interval "$log_interval" --no-epoch-checkpoints)
+        --log-format json --log-interval "$log_interval" --no-epoch-checkpoints --data-buffer-size 0)
 
 if [ -n "$mt_checkpoint" ]; then
   [ -f "$mt_checkpoint" ] || die "--mt-checkpoint $mt_checkpoint: no such file"
@@ -160,12 +163,18 @@ asr_dict_flag=(); [ -n "$asr_dict" ] && asr_dict_flag=(--asr-dict "$asr_dict")
 mt_adapted=$out/mt-adapted/checkpoint_best.pt
 
 # Run a command, keep its whole log in logs/NAME.log, record it in commands.sh; on failure show its end.
+# A fairseq-train that logged "done training" has saved its last checkpoint: an abort after that
+# (exit 134 at interpreter exit) is reported, not taken as a failure.
 run_command() {
   local name=$1; shift
   printf '%q ' "$@" >> "$commands"; echo >> "$commands"
-  if ! "$@" > "$out/logs/$name.log" 2>&1; then
+  local rc=0
+  "$@" > "$out/logs/$name.log" 2>&1 || rc=$?
+  if [ $rc -eq 134 ] && [[ "$name" == train-* ]] && grep -q "done training in" "$out/logs/$name.log"; then
+    log "  $name: fairseq-train finished and saved, then aborted at exit (134); continuing"
+  elif [ $rc -ne 0 ]; then
     tail -n 30 "$out/logs/$name.log" >&2
-    die "$name failed (full log: $out/logs/$name.log)"
+    die "$name failed (exit $rc; full log: $out/logs/$name.log)"
   fi
 }
 run() { local name=$1; shift; run_command "$name" "$python" -m "$@"; }  # a stock CLI: python -m MODULE
