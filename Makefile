@@ -34,4 +34,4 @@ test: install
 	$(PY) -m pytest -x -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf $(VENV) results/toy work/toy
+	rm -rf $(VENV) results/toy work/toy results/toy-seeds work/toy-seeds

@@ -1,51 +1,110 @@
-"""The main job's quick mode: every stage of recipes/toy/run.sh runs and every row and
-file of the results is produced with sane values. (The findings themselves come from the
-full run, `make demo`, not from a timed test.)"""
+"""The main job's quick mode: every stage of recipes/toy/run.sh runs, over two seeds, and every
+row and file of the results is produced with sane values; the same seed gives the same bits.
+(The findings themselves come from the full run, not from a timed test.)"""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+RUN = ["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick"]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
         "posterior coupling")
+STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
+         "onebest-decoder", "stage2-decoder", "posterior")
 
 
-def test_quick_toy_study_produces_every_row_and_file(tmp_path):
-    work, results = tmp_path / "work", tmp_path / "results"
-    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--stop-stage", "8",
-                           "--work", str(work), "--results", str(results)],
-                          capture_output=True, text=True, cwd=REPO)
+def run_recipe(*args):
+    proc = subprocess.run([*RUN, *map(str, args)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in range(9):
-        assert f"Stage {stage}:" in proc.stdout
+    return proc.stdout
 
-    table = (results / "results.md").read_text()
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    """The quick study over two seeds (stages 0-7 each, then the summary), and stage 8 on seed 1."""
+    root = tmp_path_factory.mktemp("toy")
+    work, results = root / "work", root / "results"
+    seeds_log = run_recipe("--seeds", "1,2", "--work", work, "--results", results)
+    extras_log = run_recipe("--stage", 8, "--stop-stage", 8, "--work", work / "seed1",
+                            "--results", results / "seed1")
+    return work, results, seeds_log + extras_log
+
+
+def test_quick_study_produces_every_row_and_file(quick_study):
+    work, results, log = quick_study
+    for stage in range(9):
+        assert f"Stage {stage}:" in log
+    seed1, seed1_results = work / "seed1", results / "seed1"
+    table = (seed1_results / "results.md").read_text()
     for row in ROWS:
         assert sum(line.startswith(f"| {row}") for line in table.splitlines()) == 1, row
-    assert "Stage 2 against the control: ΔBLEU" in table
-    assert (results / "curves.png").stat().st_size > 10_000
+    assert "Stage 2 against the control: ΔBLEU" in table and "## Findings on this seed" in table
+    assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
 
-    n_test = len((work / "data/st/test.tsv").read_text().splitlines()) - 1
-    for name in ("onebest", "reference", "stage1", "stage2", "adapted-onebest", "stage3",
-                 "asr-only", "onebest-decoder", "stage2-decoder", "posterior"):
-        score = json.loads((work / "gen" / name / "score.json").read_text())
+    n_test = len((seed1 / "data/st/test.tsv").read_text().splitlines()) - 1
+    for name in STEPS:
+        score = json.loads((seed1 / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0
         if name not in ("onebest", "adapted-onebest", "onebest-decoder"):
             assert 0 <= score["p_bleu"] <= 1
-    assert json.loads((work / "gen/reference/score.json").read_text())["wer"] == 0.0
+    assert json.loads((seed1 / "gen/reference/score.json").read_text())["wer"] == 0.0
 
-    # a rerun skips what is done and rebuilds the same table
-    rerun = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--stage", "3", "--stop-stage", "8",
-                            "--work", str(work), "--results", str(results)],
-                           capture_output=True, text=True, cwd=REPO)
-    assert rerun.returncode == 0 and "trained, skipped" in rerun.stdout
-    assert (results / "results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
+    figures = json.loads((seed1_results / "results.json").read_text())
+    assert set(figures["rows"]) == {"onebest", "reference", "stage1", "stage2", "control", "adapted_onebest",
+                                    "stage3", "decoder_onebest", "stage2_decoder", "posterior"}
+    assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
+    assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
+    assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
+    assert set(figures["findings"]) == set("abcd")
+
+
+def test_quick_study_summary_over_two_seeds(quick_study):
+    work, results, log = quick_study
+    summary = json.loads((results / "results.json").read_text())
+    assert set(summary["seeds"]) == {"1", "2"}
+    assert summary["summary"]["stage2_vs_control"]["n"] == 2
+    assert (results / "seeds.png").stat().st_size > 10_000
+    assert "stage 2 vs control" in (results / "results.md").read_text()
+    for seed in (1, 2):  # each seed is its own study, seeded throughout
+        assert json.loads((work / f"seed{seed}/data/corpus.json").read_text())["arguments"]["seed"] == seed
+    assert (work / "seed1/data/st/train.tsv").read_text() != (work / "seed2/data/st/train.tsv").read_text()
+
+
+def test_a_rerun_skips_what_is_done_and_rebuilds_the_same_table(quick_study):
+    work, results, _ = quick_study
+    table = (results / "seed1/results.md").read_text()
+    log = run_recipe("--stage", 3, "--stop-stage", 8, "--work", work / "seed1", "--results", results / "seed1")
+    assert "trained, skipped" in log
+    assert (results / "seed1/results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
+
+
+def _model(checkpoint):
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+
+
+def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
+    # corpus (espeak's noise), MT, ASR, the exporter stages and the decodes: a second run of
+    # seed 1 must give identical weights and generate outputs (fairseq's checkpoints also hold
+    # timings, so the weights are compared, not the files)
+    work, _, _ = quick_study
+    again = tmp_path / "again"
+    run_recipe("--seed", 1, "--stop-stage", 5, "--work", again, "--results", tmp_path / "results")
+    assert (again / "data/st/fbank80.zip").read_bytes() == (work / "seed1/data/st/fbank80.zip").read_bytes()
+    for model in ("mt", "asr", "stage1", "stage2", "control"):
+        first, second = _model(work / "seed1" / model / "checkpoint_best.pt"), _model(again / model / "checkpoint_best.pt")
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first), model
+    for step in ("onebest", "stage1", "stage2", "control"):
+        assert (again / "gen" / step / "generate-test.txt").read_text() == \
+            (work / "seed1" / "gen" / step / "generate-test.txt").read_text(), step
 
 
 @pytest.mark.parametrize("args, message", [
@@ -57,6 +116,11 @@ def test_quick_toy_study_produces_every_row_and_file(tmp_path):
     (["--seed", "-1"], "--seed must be a non-negative integer"),
     (["--seed"], "--seed needs a value"),
     (["--asr-update", "10"], "unknown option --asr-update"),
+    (["--stage2-updates", "0"], "--stage2-updates must be a positive integer, not '0'"),
+    (["--seeds", "1"], "--seeds must be two or more comma-separated seeds"),
+    (["--seeds", "1,x"], "--seeds must be two or more comma-separated seeds"),
+    (["--seeds", "1,2,1"], "--seeds lists a seed twice"),
+    (["--seeds", "1,2", "--seed", "3"], "give --seed or --seeds, not both"),
 ])
 def test_bad_options_stop_before_any_work(tmp_path, args, message):
     work = tmp_path / "work"
@@ -69,5 +133,47 @@ def test_bad_options_stop_before_any_work(tmp_path, args, message):
 def test_help_lists_the_options():
     proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0
-    for option in ("--stage", "--stop-stage", "--scale", "--seed", "--work", "--results", "--asr-updates"):
+    for option in ("--stage", "--stop-stage", "--scale", "--seed", "--seeds", "--work", "--results", "--asr-updates",
+                   "--stage2-updates"):
         assert option in proc.stdout
+
+
+def test_an_asr_trained_to_another_budget_is_not_extended(tmp_path):
+    # the ASR's lr decays to the end of --asr-updates: resuming it to a bigger budget would
+    # restart the decay half way, so the recipe asks for a new work dir instead
+    work = tmp_path / "work"
+    (work / "asr").mkdir(parents=True)
+    (work / "asr/done-20").touch()
+    proc = subprocess.run([*RUN, "--stage", "2", "--stop-stage", "2", "--asr-updates", "30", "--work", str(work)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "trained to 20 updates; for --asr-updates 30 use a new --work" in proc.stderr
+    assert not (work / "logs/train-asr.log").exists()
+
+
+FAKE_FAIRSEQ = """#!/usr/bin/env bash
+# stands in for python: "-m fairseq_cli.train ..." makes its --save-dir, logs $FAKE_TRAIN_LOG, aborts
+[ "$2" = fairseq_cli.train ] || exit 0
+for ((i = 1; i < $#; i++)); do [ "${!i}" = --save-dir ] && j=$((i + 1)) && mkdir -p "${!j}"; done
+echo "$FAKE_TRAIN_LOG"
+kill -ABRT $$
+"""
+
+
+@pytest.mark.parametrize("train_log, ok", [("| INFO | fairseq_cli.train | done training in 3.1 seconds", True),
+                                           ("| INFO | fairseq.trainer | begin training epoch 1", False)])
+def test_a_train_that_aborts_at_exit_counts_only_if_it_finished(tmp_path, train_log, ok):
+    # fairseq-train was seen to abort (134) at interpreter exit after its work was saved: the
+    # recipe goes on after "done training", and stops on an abort before it
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_FAIRSEQ)
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    proc = subprocess.run([*RUN, "--stage", "1", "--stop-stage", "1", "--work", str(work)], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, "PYTHON": str(fake), "FAKE_TRAIN_LOG": train_log})
+    if ok:
+        assert proc.returncode == 0 and "train-mt: fairseq-train finished and saved, then aborted at exit (134)" \
+            in proc.stdout, proc.stdout + proc.stderr
+        assert (work / "mt/done-20").exists()
+    else:
+        assert proc.returncode == 1 and "FAILED: train-mt (exit 134" in proc.stdout, proc.stdout + proc.stderr
+        assert not (work / "mt/done-20").exists()
