@@ -236,9 +236,12 @@ def test_summary_over_three_seeds(tmp_path):
     assert ("| 2 | 45.00 | 20.00 | 20.10 | 22.50 | 21.00 | 28.00 | 28.10 | +0.10 (p=0.300) | +1.00 (p=0.040) | "
             "-1.50 (p=0.090) | +0.10 (p=0.375) | [results](../results/seed2/results.md), "
             "[curves](../results/seed2/curves.png) |") in md
-    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2 / 0 of 3 | +0.50 ± 1.00 | 1 / 0 of 3 |" in md
+    # (the pooled columns: every seed's outputs here are the same text, so the pooled deltas are 0)
+    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2 / 0 of 3 | +0.00 (p=0.001) | +0.50 ± 1.00 | 1 / 0 of 3 " \
+        "| +0.00 (p=0.001) |" in md
     # seed 2's chrF vs the control is a significant loss (-1.0, p=0.01): counted apart from the gains
-    assert "| stage 2 vs control | +0.30 ± 1.59 | 2 / 0 of 3 | +0.20 ± 1.08 | 1 / 1 of 3 |" in md
+    assert "| stage 2 vs control | +0.30 ± 1.59 | 2 / 0 of 3 | +0.00 (p=0.001) | +0.20 ± 1.08 | 1 / 1 of 3 " \
+        "| +0.00 (p=0.001) |" in md
     assert "- (a) holds on 2/3 seeds; not checked on seed 3" in md
     b = md.index("- (b) holds on 1/3 seeds; does not hold on seed 2, 3")
     assert md[b + 1:b + 3] == [
@@ -269,3 +272,36 @@ def test_summary_needs_each_dirs_results_json_and_distinct_seeds(tmp_path):
     (tmp_path / "copy/results.json").write_text((tmp_path / "seed1/results.json").read_text())
     with pytest.raises(SystemExit, match="seed 1 appears twice"):
         main(["--summary", str(tmp_path / "seed1"), str(tmp_path / "copy"), "--out", str(tmp_path / "out")])
+
+
+def test_summary_pools_the_seeds_test_sets_in_one_paired_test(tmp_path):
+    import sacrebleu
+
+    dirs = []
+    for seed in (1, 2):
+        work = make_work(tmp_path / f"work{seed}", seed)
+        if seed == 2:  # seed 2's stage 2 gets the first sentence right
+            (work / "gen/stage2/generate-test.txt").write_text(
+                "T-0\tDas Ufer ist nass.\nD-0\t-0.1\tDas Ufer ist nass.\n"
+                "T-1\tEin Hund.\nD-1\t-0.1\tEin Hund und ein Hund und ein Hund.\n", encoding="utf-8")
+        dirs.append(tmp_path / "results" / f"seed{seed}")
+        main(["--work", str(work), "--out", str(dirs[-1])])
+    main(["--summary", *map(str, dirs), "--out", str(tmp_path / "summary")])
+    pooled = json.loads((tmp_path / "summary/results.json").read_text())["pooled"]
+
+    refs = ["Das Ufer ist nass.", "Ein Hund."] * 2
+    onebest = ["Die Bank ist nass.", "Ein Hund und ein Hund und ein Hund."] * 2
+    stage2 = onebest[:2] + ["Das Ufer ist nass.", onebest[1]]
+    expected = sacrebleu.corpus_bleu(stage2, [refs]).score - sacrebleu.corpus_bleu(onebest, [refs]).score
+    assert expected > 1
+    assert pooled["stage2"]["dbleu"] == pytest.approx(expected)
+    assert (pooled["stage2"]["utterances"], pooled["stage2"]["seeds"]) == (4, 2)
+    assert pooled["stage1"]["dbleu"] == pytest.approx(0.0)  # the same translations as the 1-best cascade
+    assert "| stage 2 vs 1-best cascade | " in (tmp_path / "summary/results.md").read_text()
+
+    # a seed whose work dir is gone: its outputs cannot be pooled, the figures say so (null)
+    import shutil
+    shutil.rmtree(tmp_path / "work2" / "gen" / "control")
+    main(["--summary", *map(str, dirs), "--out", str(tmp_path / "summary")])
+    pooled = json.loads((tmp_path / "summary/results.json").read_text())["pooled"]
+    assert pooled["control"] is None and pooled["stage2_vs_control"] is None and pooled["stage2"] is not None

@@ -68,6 +68,11 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                ("stage2_vs_control", "stage 2 vs control"),
                ("stage3", "stage 3 vs adapted 1-best cascade"), ("control", "control vs 1-best cascade"),
                ("reference", "reference transcript vs 1-best cascade")]
+# The same comparisons as (system step, baseline step) under gen/, for the paired test on the
+# seeds' test sets pooled: one test over all seeds' utterances instead of one per seed.
+POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
+          "stage2_vs_control": ("stage2", "control"), "stage3": ("stage3", "adapted-onebest"),
+          "control": ("control", "onebest"), "reference": ("reference", "onebest")}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
            ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
            ("stage2_vs_control", "stage 2\nvs control")]
@@ -230,7 +235,7 @@ def build_results(work: Path):
     first_row, first = next(iter(scores.items()))
     ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, prefix="T")
     corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
-    return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"],
+    return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"], "work": str(work.resolve()),
             "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
             "reference_senses": {"task": ref_task, "general": ref_general},
             "rows": rows, "stage2_vs_control": vs_control, "findings": findings(rows, vs_control),
@@ -407,6 +412,37 @@ def summarize_comparisons(seeds):
     return summary
 
 
+def pooled_corpus(corpora):
+    from fairseq_exporter.cli.score import Corpus
+
+    return Corpus(path=" + ".join(c.path for c in corpora), ids=list(range(sum(len(c.ids) for c in corpora))),
+                  hypotheses=[h for c in corpora for h in c.hypotheses],
+                  references=[r for c in corpora for r in c.references], transcripts=None, asr=None)
+
+
+def pooled_comparisons(seeds):
+    """Each comparison's paired bootstrap on the seeds' test sets put together (seed k's
+    utterances scored by seed k's systems): with 3 x 400 utterances it can tell a gain of the
+    size the seeds agree on from noise where one seed's 400 cannot. None for a comparison
+    whose generate outputs are not all there (a work dir moved or not run that far)."""
+    from fairseq_exporter.cli.score import load_corpus, paired_bootstrap
+
+    pooled = {}
+    for key, (system_step, baseline_step) in POOLED.items():
+        paths = [tuple(Path(results.get("work", "")) / "gen" / step / "generate-test.txt"
+                       for step in (system_step, baseline_step)) for _, results in seeds]
+        if not all(p.exists() for pair in paths for p in pair):
+            pooled[key] = None
+            continue
+        system = pooled_corpus([load_corpus(str(s)) for s, _ in paths])
+        baseline = pooled_corpus([load_corpus(str(b)) for _, b in paths])
+        test = paired_bootstrap(system, baseline)
+        pooled[key] = {"dbleu": test["bleu"]["delta"], "p": test["bleu"]["p"],
+                       "dchrf": test["chrf"]["delta"], "p_chrf": test["chrf"]["p"],
+                       "utterances": len(system.ids), "seeds": len(seeds)}
+    return pooled
+
+
 def summarize_findings(seeds):
     """On how many seeds each claim holds, and the seeds where it does not or was not checked."""
     summary = {}
@@ -449,13 +485,21 @@ def seeds_table(seeds, out: Path):
     return markdown_table(head, rows)
 
 
-def comparisons_table(summary: dict):
-    head = ("comparison", "ΔBLEU mean ± sd", "seeds p < 0.05, BLEU: better / worse", "ΔchrF mean ± sd",
-            "seeds p < 0.05, chrF: better / worse")
+def pooled_cell(figures: Optional[dict], metric="bleu"):
+    if figures is None:
+        return "—"
+    delta, p = (figures["dbleu"], figures["p"]) if metric == "bleu" else (figures["dchrf"], figures["p_chrf"])
+    return f"{delta:+.2f} (p={p:.3f})"
+
+
+def comparisons_table(summary: dict, pooled: dict):
+    head = ("comparison", "ΔBLEU mean ± sd", "seeds p < 0.05, BLEU: better / worse", "pooled test sets: ΔBLEU (p)",
+            "ΔchrF mean ± sd", "seeds p < 0.05, chrF: better / worse", "pooled: ΔchrF (p)")
     rows = [(label, mean_std_cell(s["dbleu_mean"], s["dbleu_std"]),
-             f"{s['significant']} / {s['significant_worse']} of {s['n']}",
+             f"{s['significant']} / {s['significant_worse']} of {s['n']}", pooled_cell(pooled.get(key)),
              mean_std_cell(s["dchrf_mean"], s["dchrf_std"]),
-             f"{s['significant_chrf']} / {s['significant_worse_chrf']} of {s['n']}")
+             f"{s['significant_chrf']} / {s['significant_worse_chrf']} of {s['n']}",
+             pooled_cell(pooled.get(key), "chrf"))
             for key, label in COMPARISONS if (s := summary[key])["n"]]
     return markdown_table(head, rows)
 
@@ -474,13 +518,15 @@ def finding_lines(seeds, summary: dict):
     return lines
 
 
-def summary_markdown(seeds, summary: dict, finding_summary: dict, seconds: dict, out: Path):
+def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, seconds: dict, out: Path):
     scales = sorted({results["scale"] for _, results in seeds})
     text = [f"# Toy study over {len(seeds)} seeds", "",
             f"Each seed is the whole recipe (corpus, models, scores) run with that --seed, scale "
             f"{', '.join(scales)}. ΔBLEU and p from sacreBLEU's paired bootstrap, each system against "
-            "its own 1-best cascade unless named; sd is the sample standard deviation across seeds.", "",
-            seeds_table(seeds, out), "", "## Across seeds", "", comparisons_table(summary), "",
+            "its own 1-best cascade unless named; sd is the sample standard deviation across seeds. "
+            "The pooled columns run one paired bootstrap on the seeds' test sets put together (each seed's "
+            "utterances translated by that seed's systems).", "",
+            seeds_table(seeds, out), "", "## Across seeds", "", comparisons_table(summary, pooled), "",
             "![ΔBLEU per seed](seeds.png)", "", "## Findings", "", claims_sentence(), "",
             *finding_lines(seeds, finding_summary), ""]
     if seconds:
@@ -533,12 +579,13 @@ def plot_seeds(seeds, summary: dict, out_png: Path):
 def report_seeds(dirs, out: Path):
     seeds = read_seed_results(dirs)
     summary, finding_summary, seconds = summarize_comparisons(seeds), summarize_findings(seeds), summed_seconds(seeds)
+    pooled = pooled_comparisons(seeds)
     (out / "results.json").write_text(json.dumps(
         {"seeds": {str(results["seed"]): results for _, results in seeds}, "summary": summary,
-         "findings": finding_summary, "seconds": seconds}, indent=2, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(summary_markdown(seeds, summary, finding_summary, seconds, out))
+         "pooled": pooled, "findings": finding_summary, "seconds": seconds}, indent=2, ensure_ascii=False) + "\n")
+    (out / "results.md").write_text(summary_markdown(seeds, summary, pooled, finding_summary, seconds, out))
     plot_seeds(seeds, summary, out / "seeds.png")
-    print(comparisons_table(summary))
+    print(comparisons_table(summary, pooled))
 
 
 def main(argv=None):
