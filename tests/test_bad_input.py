@@ -279,3 +279,97 @@ def test_checkpoint_copy_fsyncs_the_file_before_the_rename_and_the_dir_after(tmp
                       ("fsync dir", os.stat(tmp_path).st_ino)]
     assert dst.read_bytes() == src.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_1_4.pt", "checkpoint_last.pt"]
+
+
+# ---- n_frames and <unk> ------------------------------------------------------------------
+def test_n_frames_that_disagrees_with_the_stored_features_stops_naming_line_and_numbers(data):
+    tsv = data / "dev.tsv"
+    _corrupt(tsv, 3, lambda l: _set(l, 2, b"14"))  # u1 has 15 frames stored
+    audio = {r["id"]: r["audio"] for r in s2t_layout.read_manifest(tsv)}
+    dataset = load_dataset(data)
+    dataset[0]
+    with pytest.raises(AudioError) as err:
+        dataset[1]
+    assert str(err.value) == (
+        f"manifest {tsv} line 3: utterance u1: {data / audio['u1']}: n_frames is 14 but the stored features "
+        "have 15 frames. Batching and the length filters use n_frames: write 15 in the manifest, or "
+        "recompute the features.")
+
+
+def _our_warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "fairseq_exporter.data.exporter_dataset" and r.levelno >= logging.WARNING]
+
+
+def test_valid_manifest_warns_of_no_unk_and_every_utterance_loads(data, caplog):
+    with caplog.at_level(logging.WARNING):
+        dataset = load_dataset(data)
+    assert _our_warnings(caplog) == []
+    assert [dataset[i].source.shape[0] for i in range(len(dataset))] == [n for n, _, _ in UTTERANCES.values()]
+    assert all(dataset.tgt_dict.unk_index not in dataset[i].target for i in range(len(dataset)))
+
+
+def _sentencepiece_data(data):
+    """The fixture's data dir with sentencepiece models (trained on the fixture's text,
+    so without 'ä' or 'ß') and their dictionaries in the config."""
+    for lang, side in (("en", 1), ("de", 2)):
+        text = data / f"train.{lang}"
+        s2t_layout.write_text_lines(text, [u[side] for u in UTTERANCES.values()] * 20)
+        model = s2t_layout.train_sentencepiece([text], data / f"spm_{lang}", vocab_size=30, num_threads=1)
+        s2t_layout.write_dictionary_from_sentencepiece(model, data / f"dict.{lang}.txt")
+    s2t_layout.write_data_config(
+        data / "config.yaml", vocab_filename="dict.de.txt", src_vocab_filename="dict.en.txt", audio_root=str(data),
+        bpe_tokenizer=s2t_layout.bpe_tokenizer_spec(str(data / "spm_de.model")),
+        src_bpe_tokenizer=s2t_layout.bpe_tokenizer_spec(str(data / "spm_en.model")),
+        features=s2t_layout.default_feature_settings(specaugment=None))
+
+
+def load_sentencepiece_dataset(data, splits="dev"):
+    from argparse import Namespace
+    from fairseq.data import encoders
+
+    cfg = S2TJointDataConfig(data / "config.yaml")
+    creator = ExporterDatasetCreator.with_limits(None, str(data))
+    return creator.from_tsv(str(data), cfg, splits, tgt_dict=Dictionary.load(str(data / "dict.de.txt")),
+                            src_dict=Dictionary.load(str(data / "dict.en.txt")), pre_tokenizer=None,
+                            bpe_tokenizer=encoders.build_bpe(Namespace(**cfg.bpe_tokenizer)),
+                            src_pre_tokenizer=None,
+                            src_bpe_tokenizer=encoders.build_bpe(Namespace(**cfg.src_bpe_tokenizer)),
+                            is_train_split=False, epoch=1, seed=1)
+
+
+def test_characters_the_sentencepiece_model_maps_to_unk_are_counted_per_split(data, caplog):
+    _sentencepiece_data(data)
+    with caplog.at_level(logging.WARNING):
+        load_sentencepiece_dataset(data)
+    assert _our_warnings(caplog) == []  # the fixture's text is all known
+    tsv = data / "dev.tsv"
+    _corrupt(tsv, 3, lambda l: _set(l, 3, "the cät sat".encode()))        # u1
+    _corrupt(tsv, 5, lambda l: _set(l, 3, "the mat ß".encode()))          # u3
+    _corrupt(tsv, 4, lambda l: _set(l, 4, "auf der straße".encode()))     # u2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dataset = load_sentencepiece_dataset(data)
+    assert (f"{tsv}: 2 of 4 transcripts (src_text) hold characters the source sentencepiece model "
+            "spm_en.model with dict.en.txt maps to <unk> ('ä' 'ß'): u1 (line 3) 'ä', u3 (line 5) 'ß'; "
+            "they reach the MT as <unk>") in caplog.text, caplog.text
+    assert (f"{tsv}: 1 of 4 translations (tgt_text) hold characters the target sentencepiece model "
+            "spm_de.model with dict.de.txt maps to <unk> ('ß'): u2 (line 4) 'ß'; "
+            "they reach the MT as <unk>") in caplog.text, caplog.text
+    # what the warning says is what the model gets
+    src_unk = dataset.src_dict.unk_index
+    assert [i for i in range(4) if src_unk in dataset[i].src_txt_tokens] == [1, 3]
+    assert [i for i in range(4) if dataset.tgt_dict.unk_index in dataset[i].target] == [2]
+
+
+def test_unk_warning_counts_all_and_names_the_first_three_in_each_split(data, caplog):
+    """Without a bpe the dictionary's words are the vocabulary: an unknown word is <unk>."""
+    more = {f"v{k}": (10, f"the dog {k}", "die katze") for k in range(5)}
+    write_split(data, "dev2", features_of(more, seed=1), names=more)
+    with caplog.at_level(logging.WARNING):
+        load_dataset(data, "dev,dev2")
+    assert "dev.tsv:" not in caplog.text
+    assert (f"{data / 'dev2.tsv'}: 5 of 5 transcripts (src_text) hold characters the source dictionary "
+            "dict.en.txt maps to <unk> ('dog' '0' '1' '2' '3' '4'): v0 (line 2) 'dog' '0', "
+            "v1 (line 3) 'dog' '1', v2 (line 4) 'dog' '2', ...; they reach the MT as <unk>") in caplog.text, caplog.text
+    assert "translations (tgt_text)" not in caplog.text

@@ -81,8 +81,79 @@ def _audio_problem(audio_root: Path, audio: str, zip_sizes: Dict[str, int]) -> O
     return None
 
 
+# How many utterances a load-time warning names; the count covers them all.
+SHOWN_EXAMPLES = 3
+
+
 class ExporterDataset(SpeechToTextJointDataset):
     manifest: Optional[Path] = None  # the TSV this split was read from, for error messages
+    lines: Optional[List[int]] = None  # the manifest line of each utterance, for messages
+    tgt_unk: Optional[List[Tuple[int, List[str]]]] = None  # (index, pieces the target side maps to <unk>)
+
+    def _where(self, index: int) -> str:
+        line = f" line {self.lines[index]}" if self.lines is not None else ""
+        return (f"manifest {self.manifest}{line}" if self.manifest is not None
+                else f"split {self.split}{line}")
+
+    def get_tgt_lens_and_check_oov(self):
+        """fairseq's target lengths and OOV rate, from the one encoding of each translation
+        fairseq makes at load time; the translations holding <unk> are kept for
+        ``warn_about_unk`` (the same pass, not a second encoding)."""
+        tgt_lens, n_tokens, n_oov, self.tgt_unk = [], 0, 0, []
+        if self.tgt_texts is None:
+            return [0 for _ in range(self.n_samples)]
+        for i in range(self.n_samples):
+            tokenized = self.get_tokenized_tgt_text(i)
+            tgt_lens.append(len(tokenized.split(" ")))  # as fairseq counts them
+            unk = _unk_pieces(tokenized, self.tgt_dict)
+            if unk:
+                self.tgt_unk.append((i, unk))
+            n_tokens += tgt_lens[-1]
+            n_oov += len(unk)
+        logger.info(f"'{self.split}' has {n_oov / max(n_tokens, 1) * 100:.2f}% OOV")
+        return tgt_lens
+
+    def src_unk(self) -> List[Tuple[int, List[str]]]:
+        """(index, pieces) of the transcripts the source bpe and dictionary map to <unk>;
+        one encoding of each transcript, as __getitem__ encodes it."""
+        if self.src_texts is None or self.src_dict is None:
+            return []
+        found = []
+        for i in range(self.n_samples):
+            unk = _unk_pieces(self.get_tokenized_src_text(i), self.src_dict)
+            if unk:
+                found.append((i, unk))
+        return found
+
+    def warn_about_unk(self):
+        """A warning per side whose texts hold characters that reach the model as <unk>
+        (a sentencepiece model trained on other text, a dictionary that is not the
+        model's): counted, with examples, never silent."""
+        tsv = self.manifest if self.manifest is not None else f"split {self.split}"
+        for side, found in (("src", self.src_unk()), ("tgt", self.tgt_unk or [])):
+            if not found:
+                continue
+            what = "transcripts (src_text)" if side == "src" else "translations (tgt_text)"
+            examples = ", ".join(
+                f"{self.ids[i]}{f' (line {self.lines[i]})' if self.lines is not None else ''} "
+                + " ".join(repr(p) for p in dict.fromkeys(pieces))
+                for i, pieces in found[:SHOWN_EXAMPLES])
+            more = ", ..." if len(found) > SHOWN_EXAMPLES else ""
+            chars = list(dict.fromkeys(p for _, pieces in found for p in pieces))
+            chars_text = " ".join(repr(c) for c in chars[:10]) + (" ..." if len(chars) > 10 else "")
+            logger.warning(f"{tsv}: {len(found)} of {self.n_samples} {what} hold characters "
+                           f"{self._vocabulary(side)} maps to <unk> ({chars_text}): {examples}{more}; "
+                           f"they reach the MT as <unk>")
+
+    def _vocabulary(self, side: str) -> str:
+        name = "source" if side == "src" else "target"
+        bpe = (self.cfg.src_bpe_tokenizer if side == "src" else self.cfg.bpe_tokenizer) or {}
+        vocab = self.cfg.src_vocab_filename if side == "src" else self.cfg.vocab_filename
+        if bpe.get("bpe") == "sentencepiece" and bpe.get("sentencepiece_model"):
+            return f"the {name} sentencepiece model {Path(bpe['sentencepiece_model']).name} with {vocab}"
+        if bpe.get("bpe"):
+            return f"the {name} bpe ({bpe['bpe']}) with {vocab}"
+        return f"the {name} dictionary {vocab}"
 
     def _read_features(self, index: int) -> np.ndarray:
         path = self.audio_paths[index]
@@ -99,6 +170,10 @@ class ExporterDataset(SpeechToTextJointDataset):
         if self.cfg.use_audio_input:
             raise ValueError("the exporter task reads fbank features (use_audio_input: false in the config yaml)")
         stored = self._read_features(index)
+        # Stop, not warn: a manifest whose n_frames is not the length of the stored
+        # features is a data bug (batching and the length filters trust n_frames).
+        if len(stored) != self.n_frames[index]:
+            raise self._n_frames_error(index, len(stored))
         source = self.feature_transforms(stored) if self.feature_transforms is not None else stored
         source = torch.from_numpy(source).float()
         # NaN/Inf features would reach the ASR search, which fails deep inside fairseq's
@@ -109,6 +184,14 @@ class ExporterDataset(SpeechToTextJointDataset):
         if not torch.isfinite(source).all():
             raise self._non_finite_error(index, stored)
         return source
+
+    def _n_frames_error(self, index: int, n_stored: int) -> AudioError:
+        path = self.audio_paths[index]
+        computed = Path(path).suffix.lower() in AUDIO_SUFFIXES
+        what = "the fbank80 features of this audio file have" if computed else "the stored features have"
+        return AudioError(f"{self._where(index)}: utterance {self.ids[index]}: {path}: n_frames is "
+                          f"{self.n_frames[index]} but {what} {n_stored} frames. Batching and the length "
+                          f"filters use n_frames: write {n_stored} in the manifest, or recompute the features.")
 
     def _non_finite_error(self, index: int, stored: np.ndarray) -> AudioError:
         # Stop, not skip: NaN/Inf in stored features is a corrupted or wrongly computed
@@ -128,6 +211,14 @@ class ExporterDataset(SpeechToTextJointDataset):
                           "Recompute this utterance's features, or remove it from the manifest.")
 
 
+def _unk_pieces(tokenized: str, dictionary) -> List[str]:
+    """The symbols of an encoded text that ``dictionary`` maps to <unk>, as
+    ``Dictionary.encode_line`` splits it (on whitespace); a sentencepiece word-start mark
+    is dropped from what is shown, so an unknown character shows as itself."""
+    unk = dictionary.unk_index
+    return [t.lstrip("\u2581") or t for t in tokenized.split() if dictionary.index(t) == unk]
+
+
 class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
     limits: Optional[SpeechLimits] = None  # set by ``with_limits``
     audio_root: str = ""
@@ -139,13 +230,24 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
         return type(cls.__name__, (cls,), {"limits": limits, "audio_root": audio_root})
 
     @classmethod
-    def _from_tsv(cls, root, cfg, split, *args, **kwargs):
-        dataset = super()._from_tsv(root, cfg, split, *args, **kwargs)
+    def _from_tsv(cls, root, cfg, split, tgt_dict, src_dict, is_train_split, pre_tokenizer, bpe_tokenizer,
+                  src_pre_tokenizer, src_bpe_tokenizer, append_eos=True, use_src_lang_id=0):
+        samples, lines = cls._load_samples_and_lines(root, split)
+        dataset = cls._from_list(split, is_train_split, samples, cfg, tgt_dict, src_dict, pre_tokenizer,
+                                 bpe_tokenizer, src_pre_tokenizer, src_bpe_tokenizer, append_eos,
+                                 use_src_lang_id)
         dataset.manifest = Path(root) / f"{split}.tsv"
+        dataset.lines = lines
+        dataset.warn_about_unk()
         return dataset
 
     @classmethod
     def _load_samples_from_tsv(cls, root: str, split: str) -> List[Dict]:
+        return cls._load_samples_and_lines(root, split)[0]
+
+    @classmethod
+    def _load_samples_and_lines(cls, root: str, split: str) -> Tuple[List[Dict], List[int]]:
+        """The rows the model can take and their manifest line numbers."""
         samples, lines = cls._read_manifest(root, split)
         tsv_path = Path(root) / f"{split}.tsv"
         cls._check_audio(samples, tsv_path)
@@ -166,12 +268,12 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
 
     @classmethod
     def _skip_untakeable(cls, samples, lines, tsv_path):
-        """Utterances the model cannot take, left out with a count in the log: an empty
-        transcript or translation (as prep_mustc drops empty sentences), and, once the
-        model is built, speech or translations outside its limits."""
+        """(rows, lines) without the utterances the model cannot take, left out with a
+        count in the log: an empty transcript or translation (as prep_mustc drops empty
+        sentences), and, once the model is built, speech or translations outside its limits."""
         lim = cls.limits
         min_frames = lim.min_frames if lim is not None else 1
-        empty, short, long, long_tgt, kept = [], [], [], [], []
+        empty, short, long, long_tgt, kept, kept_lines = [], [], [], [], [], []
         for s, line in zip(samples, lines):
             n = int(s[cls.KEY_N_FRAMES])
             utt = f"{s[cls.KEY_ID]} (line {line})"
@@ -187,6 +289,7 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
                 long_tgt.append(utt)
             else:
                 kept.append(s)
+                kept_lines.append(line)
         dropped = len(samples) - len(kept)
         if dropped:
             parts = []
@@ -203,7 +306,7 @@ class ExporterDatasetCreator(SpeechToTextJointDatasetCreator):
         if not kept:
             raise ManifestError(f"manifest {tsv_path}: no utterance left after skipping {dropped} "
                                 "that the model cannot take (see the warning above)")
-        return kept
+        return kept, kept_lines
 
     @classmethod
     def _read_manifest(cls, root: str, split: str) -> Tuple[List[Dict], List[int]]:
