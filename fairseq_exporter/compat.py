@@ -18,13 +18,25 @@ import torch
 
 def _numpy_globals():
     # What numpy scalars/arrays pickle to: the reconstructors, ndarray/dtype and the
-    # concrete dtype classes (numpy >= 1.25 names them numpy.dtypes.*DType).
-    multiarray = getattr(np, "_core", np.core).multiarray
-    allowed = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    # concrete dtype classes (numpy >= 1.25 names them numpy.dtypes.*DType). numpy 2
+    # pickles the reconstructors as numpy._core.multiarray.*, numpy 1 as
+    # numpy.core.multiarray.*: both names are allowed, so a checkpoint written under
+    # either loads under either. (numpy 1.26 ships a numpy._core stub without
+    # multiarray: the module is chosen by version, not by what exists.)
+    numpy2 = int(np.__version__.split(".")[0]) >= 2
+    multiarray = np._core.multiarray if numpy2 else np.core.multiarray
+    allowed = [np.ndarray, np.dtype]
+    for fn in (multiarray._reconstruct, multiarray.scalar):
+        allowed += [(fn, f"numpy.{core}.multiarray.{fn.__name__}") for core in ("core", "_core")]
     for scalar in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
                    np.float16, np.float32, np.float64):
         allowed.append(type(np.dtype(scalar)))
     return allowed
+
+
+def global_name(entry) -> str:
+    """The pickled name an allowlist entry admits: ``(obj, name)`` or ``obj``'s own."""
+    return entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
 
 
 def allowed_checkpoint_globals():

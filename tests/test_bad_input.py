@@ -12,12 +12,12 @@ import stat
 import numpy as np
 import pytest
 from fairseq.data import ConcatDataset, Dictionary
-from fairseq.data.audio.speech_to_text_joint_dataset import S2TJointDataConfig
+from fairseq.data.audio.speech_to_text_joint_dataset import S2TJointDataConfig, SpeechToTextJointDatasetItem
 from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
 
 from fairseq_exporter import compat
 from fairseq_exporter.data import s2t_layout
-from fairseq_exporter.data.exporter_dataset import AudioError, ExporterDatasetCreator, ManifestError
+from fairseq_exporter.data.exporter_dataset import AudioError, ExporterDatasetCreator, ExporterItem, ManifestError
 
 WORDS = "the cat sat on mat der die katze sass auf matte".split()
 # id: (frames, English, German); line 2 of the manifest is u0, line 3 u1, ...
@@ -214,7 +214,7 @@ def test_nan_or_inf_features_stop_naming_the_utterance_and_its_zip_entry(data):
         with pytest.raises(AudioError) as err:
             dataset[index]
         assert str(err.value) == (
-            f"manifest {tsv}: utterance {utt_id}: {data / audio[utt_id]}: the stored features hold {counts} "
+            f"manifest {tsv} line {index + 2}: utterance {utt_id}: {data / audio[utt_id]}: the stored features hold {counts} "
             f"(the first at index {first}). Recompute this utterance's features, or remove it from the manifest.")
         assert re.fullmatch(r"dev\.zip:\d+:\d+", audio[utt_id])
     batch = dataset.collater([dataset[0], dataset[3]])  # the others still load
@@ -232,8 +232,23 @@ def test_non_finite_features_are_named_in_the_right_split_of_several(data):
     dataset = load_dataset(data, "dev,dev2")
     assert isinstance(dataset, ConcatDataset)
     dataset[len(UTTERANCES)]
-    with pytest.raises(AudioError, match=re.escape(f"manifest {tsv}: utterance v1: ")):
+    with pytest.raises(AudioError, match=re.escape(f"manifest {tsv} line 3: utterance v1: ")):
         dataset[len(UTTERANCES) + 1]
+
+
+def test_a_batch_of_several_splits_names_each_utterance_by_split_and_id(data):
+    """sample["id"] is each split's own index; the --onebest-cache keys its entries by
+    the batch's "utterance" (split, id), which must follow the batch's row order."""
+    more = {"v0": (10, "the cat", "die katze"), "u1": (30, "the mat", "die matte")}  # u1 again, other split
+    write_split(data, "dev2", features_of(more, seed=1), names=more)
+    dataset = load_dataset(data, "dev,dev2")
+    items = [dataset[i] for i in (1, 4, 5, 2)]  # dev u1 (15 frames), dev2 v0 (10), dev2 u1 (30), dev u2 (9)
+    batch = dataset.collater(items)
+    assert batch["utterance"] == [("dev2", "u1"), ("dev", "u1"), ("dev2", "v0"), ("dev", "u2")]
+    assert batch["id"].tolist() == [1, 1, 0, 2]  # fairseq's own, unchanged
+    assert batch["net_input"]["src_lengths"].tolist() == [30, 15, 10, 9]
+    assert [x.index for x in items] == [1, 0, 1, 2]
+    assert SpeechToTextJointDatasetItem._fields == ExporterItem._fields[:-1]  # fairseq's item, one field more
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the NaN/Inf it is given

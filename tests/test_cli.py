@@ -8,7 +8,7 @@ import sys
 import torch
 
 import fairseq_exporter  # noqa: F401  (the checkpoint allowlist)
-from tiny_cascade import run
+from tiny_cascade import run, weights
 
 
 def _train(cascade, user_dir, save_dir, *extra):
@@ -43,9 +43,8 @@ def test_train_generate_score_through_the_fairseq_clis(cascade, user_dir, tmp_pa
     ckpt = save / "checkpoint_last.pt"
 
     # the frozen MT model is bit-identical to the MT checkpoint it came from
-    trained = torch.load(ckpt)["model"]
-    mt = torch.load(cascade["mt"])["model"]
-    for k, v in mt.items():
+    trained = weights(ckpt)
+    for k, v in weights(cascade["mt"]).items():
         mapped = k.replace("encoder.", "encoder.mt_encoder.", 1) if k.startswith("encoder.") else k
         if mapped in trained:
             assert torch.equal(trained[mapped], v), k
@@ -80,8 +79,7 @@ def test_stage1_trains_only_the_exporter(cascade, user_dir, tmp_path):
     log = proc.stdout + proc.stderr
     assert "l2=" in log and "ast_loss=" not in log
     trained = torch.load(save / "checkpoint_last.pt")["model"]
-    asr = torch.load(cascade["asr"])["model"]
-    for k, v in asr.items():
+    for k, v in weights(cascade["asr"]).items():
         assert torch.equal(trained["encoder.asr." + k], v), k
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fairseq_exporter  # noqa: F401  (registers the allowlist)
-from fairseq_exporter.compat import allowed_checkpoint_globals
+from fairseq_exporter.compat import allowed_checkpoint_globals, global_name
 
 
 def test_fresh_fairseq_checkpoints_load_with_weights_only(cascade):
@@ -14,7 +14,7 @@ def test_fresh_fairseq_checkpoints_load_with_weights_only(cascade):
 
 
 def test_allowlist_is_plain_data_only():
-    names = {f"{g.__module__}.{g.__name__}" for g in allowed_checkpoint_globals()}
+    names = {global_name(g) for g in allowed_checkpoint_globals()}
     assert "argparse.Namespace" in names
     assert not any(n.startswith(("os.", "builtins.", "subprocess.", "posix.")) for n in names), names
 
@@ -36,3 +36,20 @@ def test_unlisted_global_is_refused(tmp_path):
     torch.save({"x": collections.OrderedDict(a=1), "f": print}, path)
     with pytest.raises(Exception, match="Unsupported global"):
         torch.load(path, weights_only=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 on numpy.core
+@pytest.mark.parametrize("written_as", ["numpy.core", "numpy._core"])
+def test_numpy_arrays_pickled_by_numpy_1_or_2_load(tmp_path, written_as):
+    """numpy 1 pickles arrays as numpy.core.multiarray._reconstruct, numpy 2 as
+    numpy._core.multiarray._reconstruct: either loads under the installed numpy."""
+    import numpy as np
+
+    path = tmp_path / "old.pt"
+    torch.save({"arr": np.arange(3), "best": np.float64(3.5)}, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    here = b"numpy._core.multiarray" if b"numpy._core.multiarray" in raw else b"numpy.core.multiarray"
+    assert here in raw
+    path.write_bytes(raw.replace(here, written_as.encode() + b".multiarray"))  # a plain pickle stream
+    state = torch.load(path, weights_only=True)
+    assert state["arr"].tolist() == [0, 1, 2] and state["best"] == 3.5

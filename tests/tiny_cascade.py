@@ -36,6 +36,17 @@ def finished_then_aborted(module, proc):
         "done training in" in proc.stdout + proc.stderr
 
 
+def weights(path):
+    """A checkpoint's model weights, without what official fairseq 0.12.2 stores beside
+    them: an uninitialized dummy buffer and fused copies of encoder-layer weights."""
+    import torch
+
+    from fairseq_exporter.models.pretrained import FUSED_COPIES
+
+    derived = ("._float_tensor",) + tuple(f".{name}" for name in FUSED_COPIES)
+    return {k: v for k, v in torch.load(path, map_location="cpu")["model"].items() if not k.endswith(derived)}
+
+
 def run(args, cwd=None):
     """Run a fairseq CLI module with this interpreter; fail with its output."""
     if args[0] == "fairseq_cli.train" and "--data-buffer-size" not in args:

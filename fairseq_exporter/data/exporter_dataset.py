@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,10 +85,38 @@ def _audio_problem(audio_root: Path, audio: str, zip_sizes: Dict[str, int]) -> O
 SHOWN_EXAMPLES = 3
 
 
+class ExporterItem(NamedTuple):
+    """fairseq's SpeechToTextJointDatasetItem and the utterance it is: (split, manifest id)."""
+    index: int
+    source: torch.Tensor
+    target: Optional[torch.Tensor] = None
+    src_txt_tokens: Optional[torch.Tensor] = None
+    tgt_lang_tag: Optional[int] = None
+    src_lang_tag: Optional[int] = None
+    tgt_alignment: Optional[torch.Tensor] = None
+    utterance: Optional[Tuple[str, str]] = None
+
+
 class ExporterDataset(SpeechToTextJointDataset):
     manifest: Optional[Path] = None  # the TSV this split was read from, for error messages
     lines: Optional[List[int]] = None  # the manifest line of each utterance, for messages
     tgt_unk: Optional[List[Tuple[int, List[str]]]] = None  # (index, pieces the target side maps to <unk>)
+
+    def __getitem__(self, index: int) -> "ExporterItem":
+        return ExporterItem(*super().__getitem__(index), utterance=(self.split, self.ids[index]))
+
+    def collater(self, samples: List["ExporterItem"]) -> Dict:
+        """fairseq's batch plus ``utterance``: the (split, manifest id) of each row. The
+        batch's ``id`` is each split's own index (fairseq numbers every --train-subset
+        split from 0), so it cannot name an utterance of several splits."""
+        if not samples:
+            return {}
+        # fairseq sorts the rows by length: number them 0..B-1 to read its order back
+        out = super().collater([x._replace(index=position) for position, x in enumerate(samples)])
+        order = out["id"].tolist()
+        out["id"] = torch.tensor([samples[p].index for p in order], dtype=torch.long)
+        out["utterance"] = [samples[p].utterance for p in order]
+        return out
 
     def _where(self, index: int) -> str:
         line = f" line {self.lines[index]}" if self.lines is not None else ""
@@ -164,7 +192,8 @@ class ExporterDataset(SpeechToTextJointDataset):
                 return features_from_audio_file(path)
             return get_features_or_waveform(path)
         except Exception as err:
-            raise AudioError(f"utterance {self.ids[index]}: cannot read features from {path}: {err}") from err
+            raise AudioError(f"{self._where(index)}: utterance {self.ids[index]}: {path}: cannot read its "
+                             f"features ({err}). Recompute them, or remove the utterance from the manifest.") from err
 
     def _get_source_audio(self, index) -> torch.Tensor:
         if self.cfg.use_audio_input:
@@ -206,8 +235,7 @@ class ExporterDataset(SpeechToTextJointDataset):
             transforms = ", ".join(type(t).__name__ for t in getattr(self.feature_transforms, "transforms", []))
             why = ("the stored features are finite but NaN/Inf after the data config's feature "
                    f"transforms ({transforms}; a global_cmvn stddev of 0?)")
-        where = f"manifest {self.manifest}" if self.manifest is not None else f"split {self.split}"
-        return AudioError(f"{where}: utterance {self.ids[index]}: {self.audio_paths[index]}: {why}. "
+        return AudioError(f"{self._where(index)}: utterance {self.ids[index]}: {self.audio_paths[index]}: {why}. "
                           "Recompute this utterance's features, or remove it from the manifest.")
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from fairseq.data import ConcatDataset, data_utils
+from fairseq.data import data_utils
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
@@ -80,20 +80,6 @@ def fingerprint(encoder, onebest_beam: int, onebest_max_len: int) -> Dict[str, o
         "onebest_max_len": int(onebest_max_len),
         "mt_max_source_positions": int(encoder.mt_encoder.max_positions()),  # longer 1-bests are cut
     }
-
-
-def utterance_ids(dataset, indices: List[int]) -> List[str]:
-    """Manifest ids of dataset indices (``sample['id']``), through fairseq's ConcatDataset
-    of several --train-subset splits."""
-    if isinstance(dataset, ConcatDataset):
-        out = []
-        for i in indices:
-            k, j = dataset._get_dataset_and_sample_index(i)
-            out.append(utterance_ids(dataset.datasets[k], [j])[0])
-        return out
-    if not hasattr(dataset, "ids"):
-        raise ValueError(f"{OPTION}: the training dataset ({type(dataset).__name__}) has no utterance ids")
-    return [dataset.ids[i] for i in indices]
 
 
 class OneBestCache:
@@ -182,7 +168,9 @@ def attach(cache: OneBestCache, sample, model, dataset, coupling: str, asr_weigh
     if not sample or "net_input" not in sample:
         return sample
     encoder = model.encoder
-    ids = utterance_ids(dataset, sample["id"].tolist())
+    if "utterance" not in sample:
+        raise ValueError(f"{OPTION}: the training batches ({type(dataset).__name__}) do not name their utterances")
+    ids = [f"{split}/{utt_id}" for split, utt_id in sample["utterance"]]  # ids may repeat across splits
     need_states = coupling == "exporter"
     need_encoder = asr_weight > 0 or model.cfg.exporter_type == "transformer"
     recognition = cache.recognize(encoder, sample["net_input"], ids, need_states, need_encoder)

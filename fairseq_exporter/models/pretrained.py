@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from fairseq.models import build_model
@@ -111,12 +112,33 @@ def build_pretrained_model(model_cfg_json: str, source_dictionary, target_dictio
     model_cfg = model_cfg_from_json(model_cfg_json)
     model = build_model(model_cfg, _DictionaryHolder(source_dictionary, target_dictionary),
                         from_checkpoint=True)
+    disable_fused_encoder_layers(model)
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as err:
             raise ValueError(f"{path}: weights do not fit the model its config describes: {err}") from err
     return model
+
+
+# Official fairseq 0.12.2's encoder layers keep fused copies of their weights as extra
+# parameters, for the fast path below; they are derived, never trained, and unused here.
+FUSED_COPIES = ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias",
+                "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+
+
+def disable_fused_encoder_layers(model):
+    """Official fairseq 0.12.2 runs an encoder layer loaded from a checkpoint in eval mode
+    through torch's fused ``_transformer_encoder_layer_fwd``, which has no backward (torch
+    1.12) or another signature (torch >= 1.13). A frozen part here is in eval mode and the
+    translation loss back-propagates through it: keep the plain layer."""
+    for module in model.modules():
+        if hasattr(module, "can_use_fastpath"):  # read by the layer and by its encoder
+            module.can_use_fastpath = False
+            for name in FUSED_COPIES:
+                copy = getattr(module, name, None)
+                if isinstance(copy, torch.nn.Parameter):
+                    copy.requires_grad_(False)
 
 
 def asr_dictionary_path(part: PretrainedPart) -> Path:
