@@ -1,30 +1,52 @@
 # Set-up and jobs. `make demo` and `make test` create .venv first if it is missing.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Pinned in the install step, not in setup.py: a bare `torch` requirement pulls a
-# multi-GB CUDA build, and fairseq's declared torchaudio dependency has no build for
-# this torch (it would drag in a mismatched one). See README "Set-up".
-# Elsewhere, for a CPU-only torch: make install TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu
-TORCH ?= torch==2.13.0
-TORCH_INDEX ?=
-FAIRSEQ ?= ve-fairseq==0.12.3
-FAIRSEQ_DEPS := cffi cython hydra-core omegaconf regex sacrebleu tqdm bitarray scikit-learn packaging
-PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+# What each supported Python installs (the pins, written only here; the README shows them).
+# torch is pinned in the install step, not in setup.py: a bare `torch` requirement pulls a
+# multi-GB CUDA build. fairseq goes in with --no-deps plus its real dependencies: it declares
+# torchaudio, which has no build for these torches and would drag in a mismatched one.
+#   Python 3.11, 3.12: torch 2.13.0 and ve-fairseq 0.12.3 (fairseq 0.12 built for 3.11/3.12;
+#                      official fairseq 0.12.2 does not import there).
+#   Python 3.10:       torch 1.12.1, numpy<2 and official fairseq 0.12.2 (built from its sdist);
+#                      torch 1.12.1 is the newest torch official fairseq 0.12.2 runs with (its
+#                      fused encoder-layer call has another signature in torch >= 1.13).
+# For a CUDA build of the same torch: make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cu116
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PY_VERSION),3.10)
+TORCH ?= torch==1.12.1
+NUMPY ?= numpy<2
+FAIRSEQ ?= fairseq==0.12.2
+else
+TORCH ?= torch==2.13.0
+NUMPY ?= numpy
+FAIRSEQ ?= ve-fairseq==0.12.3
+endif
+TORCH_INDEX ?=
+FAIRSEQ_DEPS := cffi cython hydra-core omegaconf regex sacrebleu tqdm bitarray scikit-learn packaging
+SUPPORTED_PYTHONS := 3.10 3.11 3.12
+PYTEST_ARGS ?=
+# The short check of an install path (CI runs it for each other Python): stage 2 and stage 1
+# through fairseq-train, fairseq-generate and the scorer, and checkpoint loading.
+SMOKE_TESTS := tests/test_cli.py::test_train_generate_score_through_the_fairseq_clis \
+	tests/test_cli.py::test_stage1_trains_only_the_exporter tests/test_compat.py
+
+.PHONY: install demo test smoke clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
+	@case " $(SUPPORTED_PYTHONS) " in *" $(PY_VERSION) "*) ;; \
+	  *) echo "$(PYTHON) is Python '$(PY_VERSION)': supported are $(SUPPORTED_PYTHONS) (make install PYTHON=python3.11)" >&2; exit 2;; esac
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_INDEX) $(TORCH)
+	$(PIP) install -q $(TORCH_INDEX) $(TORCH) "$(NUMPY)"
 	$(PIP) install -q --no-deps $(FAIRSEQ)
-	$(PIP) install -q $(FAIRSEQ_DEPS)
-	$(PIP) install -q -e ".[toy,test]"
-	$(PY) -c "import torch, fairseq, fairseq_exporter; print('torch', torch.__version__, '| fairseq', fairseq.__version__)"
+	$(PIP) install -q $(FAIRSEQ_DEPS) "$(NUMPY)"
+	$(PIP) install -q -e ".[toy,test]" "$(NUMPY)"
+	$(PY) -c "import sys, torch, numpy, fairseq, fairseq_exporter; print('Python', sys.version.split()[0], '| torch', torch.__version__, '| numpy', numpy.__version__, '| fairseq', fairseq.__version__)"
 	@touch $@
 
 demo: install
@@ -32,6 +54,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -x -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
+
+smoke: install
+	$(PY) -m pytest -x -q -n 2 --dist loadfile $(SMOKE_TESTS)
 
 clean:
 	rm -rf $(VENV) results/toy work/toy results/toy-seeds work/toy-seeds
