@@ -23,15 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_layout import USER_DIR, ToyWork, fresh_dir, run_cli, table  # noqa: E402
 
+from fairseq_exporter.generate_output import read_generate_output  # noqa: E402
 
-def read_lines(path, prefix):
-    """{index: text} of fairseq's ``<prefix>-<index>\\t[score\\t]text`` lines."""
-    out = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith(prefix + "-"):
-            head, *rest = line.split("\t")
-            out[int(head[len(prefix) + 1:])] = rest[-1] if rest else ""
-    return out
+
+def read_lines(path, field):
+    """{id: text} of one kind of line in a generate output (fairseq_exporter.generate_output)."""
+    return {i: getattr(r, field) for i, r in read_generate_output(path).items() if getattr(r, field) is not None}
 
 
 def two_process(work, data, out, args, env):
@@ -47,7 +44,7 @@ def two_process(work, data, out, args, env):
     start = time.perf_counter()
     import sentencepiece as spm
 
-    onebest = read_lines(out / "asr" / f"generate-{args.subset}_asr.txt", "D")
+    onebest = read_lines(out / "asr" / f"generate-{args.subset}_asr.txt", "detok_hypothesis")
     sp = spm.SentencePieceProcessor(model_file=str(spm_model)) if spm_model.is_file() else None  # else words
     order = sorted(onebest)
     with open(out / "onebest.spm.en", "w", encoding="utf-8") as f:
@@ -67,7 +64,7 @@ def two_process(work, data, out, args, env):
         times["MT fairseq-interactive"] = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit("fairseq-interactive failed")
-    translations = read_lines(out / "mt.txt", "D")
+    translations = read_lines(out / "mt.txt", "detok_hypothesis")
     return times, onebest, {order[i]: t for i, t in translations.items()}
 
 
@@ -78,7 +75,7 @@ def exporter(work, data, out, args, env):
          "--coupling", "onebest", "--beam", args.beam, "--onebest-max-len", args.onebest_max_len,
          "--max-tokens", args.max_tokens, "--results-path", out / "exporter"], out / "exporter.log", env)
     path = out / "exporter" / f"generate-{args.subset}.txt"
-    return took, read_lines(path, "A"), read_lines(path, "D")
+    return took, read_lines(path, "asr"), read_lines(path, "detok_hypothesis")
 
 
 def main():

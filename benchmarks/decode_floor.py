@@ -5,7 +5,7 @@ plus MT search alone on the ASR 1-best, in one process, on the same batches.
 
 The cascade is what fairseq-generate runs per batch: the task's ``inference_step``
 (ASR encoder, 1-best search, teacher-forced token states, exporter, MT beam search, and
-the A-/S- lines, written to /dev/null). The floor is the stock ``SequenceGenerator`` on
+the S-/ASR- lines, written to /dev/null). The floor is the stock ``SequenceGenerator`` on
 the cascade's own ASR model (greedy, the same length limit; for a ``--exporter-source ctc``
 model, which fairseq 0.12 cannot decode, the ASR encoder and the CTC best path), then the
 stock ``SequenceGenerator`` on its own MT model fed the 1-best ids. The batches (same
@@ -119,7 +119,7 @@ def main():
 
     task, model, batches = load(args, Path(args.scratch))
     cascade, asr_search, mt_search, mt_exported_search = generators(task, model, args)
-    task._generate_output = open(os.devnull, "w")  # A-/S- lines are formatted and written, to nowhere
+    task._transcripts_out = open(os.devnull, "w")  # S-/ASR- lines are formatted and written, to nowhere
     pad, eos = task.transcript_dictionary.pad(), task.transcript_dictionary.eos()
 
     def floor_asr(sample):

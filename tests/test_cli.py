@@ -8,6 +8,7 @@ import sys
 import torch
 
 import fairseq_exporter  # noqa: F401  (the checkpoint allowlist)
+from fairseq_exporter.generate_output import read_generate_output
 from tiny_cascade import run, weights
 
 
@@ -24,14 +25,18 @@ def _train(cascade, user_dir, save_dir, *extra):
 
 
 def _generate(cascade, user_dir, ckpt, results, *extra):
+    """fairseq-generate into ``results`` (--results-path), or to stdout when it is None."""
     return run(["fairseq_cli.generate", str(cascade["s2t"]), "--user-dir", user_dir,
                 "--task", "speech_to_text_exporter", "--config-yaml", "config_st.yaml",
                 "--gen-subset", "test", "--path", str(ckpt), "--beam", "3", "--max-tokens", "4000",
-                "--results-path", str(results), *extra])
+                *(("--results-path", str(results)) if results is not None else ()), *extra])
 
 
 def _lines(path, prefix):
-    return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
+    """A generate output's texts of one kind, read with the task's transcripts file beside it."""
+    field = {"S-": "source", "ASR-": "asr", "T-": "reference", "D-": "detok_hypothesis"}[prefix]
+    records = read_generate_output(path).values()
+    return [getattr(r, field) for r in records if getattr(r, field) is not None]
 
 
 def test_train_generate_score_through_the_fairseq_clis(cascade, user_dir, tmp_path):
@@ -57,11 +62,15 @@ def test_train_generate_score_through_the_fairseq_clis(cascade, user_dir, tmp_pa
         _generate(cascade, user_dir, ckpt, results, "--coupling", coupling)
         out = results / "generate-test.txt"
         # every utterance: reference transcript, ASR 1-best, reference and hypothesis translation
-        for prefix in ("S-", "A-", "T-", "D-"):
+        for prefix in ("S-", "ASR-", "T-", "D-"):
             assert len(_lines(out, prefix)) == n_test, (prefix, out.read_text()[:2000])
         outputs[coupling] = out
     # one ASR: the same 1-best whichever way the MT reads it
-    assert sorted(_lines(outputs["exporter"], "A-")) == sorted(_lines(outputs["onebest"], "A-"))
+    assert sorted(_lines(outputs["exporter"], "ASR-")) == sorted(_lines(outputs["onebest"], "ASR-"))
+    # without --results-path everything goes to stdout, in one stream the scorer reads alike
+    stdout = tmp_path / "stdout.txt"
+    stdout.write_text(_generate(cascade, user_dir, ckpt, None, "--coupling", "onebest").stdout)
+    assert read_generate_output(stdout) == read_generate_output(outputs["onebest"])
 
     score = subprocess.run([sys.executable, "-m", "fairseq_exporter.cli.score", str(outputs["exporter"]),
                             str(outputs["onebest"]), "--json", str(tmp_path / "score.json")],
@@ -101,11 +110,11 @@ def test_conformer_asr_with_transformer_exporter(cascade, user_dir, tmp_path):
     _generate(cascade, user_dir, save / "checkpoint_last.pt", tmp_path / "gen", "--onebest-max-len", "10",
               "--max-len-b", "10")
     n_test = len(cascade["s2t"].joinpath("test.tsv").read_text().splitlines()) - 1
-    assert len(_lines(tmp_path / "gen" / "generate-test.txt", "A-")) == n_test
+    assert len(_lines(tmp_path / "gen" / "generate-test.txt", "ASR-")) == n_test
 
 
-def test_a_lines_follow_dictionary_string():
-    """The A- lines format token ids as Dictionary.string does on the unpadded row (no
+def test_asr_lines_follow_dictionary_string():
+    """The ASR- lines format token ids as Dictionary.string does on the unpadded row (no
     </s> or <s>; <unk> kept), without walking a tensor."""
     from types import SimpleNamespace
 

@@ -25,7 +25,7 @@ def test_ctc_source_trains_and_generates_with_exporter_and_posterior_coupling(ca
         results = tmp_path / f"gen-{coupling}"
         _generate(cascade, user_dir, ckpt, results, "--coupling", coupling, "--posterior-temperature", "0.5")
         outputs[coupling] = results / "generate-test.txt"
-        for prefix in ("A-", "D-"):
+        for prefix in ("ASR-", "D-"):
             assert len(_lines(outputs[coupling], prefix)) == n_test
     # one CTC 1-best, whichever way the MT reads it
-    assert sorted(_lines(outputs["exporter"], "A-")) == sorted(_lines(outputs["posterior"], "A-"))
+    assert sorted(_lines(outputs["exporter"], "ASR-")) == sorted(_lines(outputs["posterior"], "ASR-"))

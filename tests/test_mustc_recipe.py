@@ -309,7 +309,9 @@ def _first_run_args(fake_mustc, out, text):
 
 
 def _generate_lines(path: Path, prefix: str):
-    return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
+    from test_cli import _lines
+
+    return _lines(path, prefix)
 
 
 def test_recipe_runs_every_stage_and_writes_the_results_table(recipe_run):
@@ -328,11 +330,11 @@ def test_recipe_runs_every_stage_and_writes_the_results_table(recipe_run):
         assert all(int(count) == n for _, count in labels)
         for system in ("onebest", "stage1", "stage2", "adapted-onebest", "stage3"):
             generated = out / "gen" / test / system / f"generate-{test}.txt"
-            for prefix in ("S-", "A-", "T-", "D-"):
+            for prefix in ("S-", "ASR-", "T-", "D-"):
                 assert len(_generate_lines(generated, prefix)) == n, (generated, prefix)
         # one ASR, two couplings: the exporter and the 1-best cascade read the same 1-best
-        assert sorted(_generate_lines(out / "gen" / test / "stage1" / f"generate-{test}.txt", "A-")) == \
-            sorted(_generate_lines(out / "gen" / test / "onebest" / f"generate-{test}.txt", "A-"))
+        assert sorted(_generate_lines(out / "gen" / test / "stage1" / f"generate-{test}.txt", "ASR-")) == \
+            sorted(_generate_lines(out / "gen" / test / "onebest" / f"generate-{test}.txt", "ASR-"))
         score = json.loads((out / "gen" / test / "stage2" / "score.json").read_text())
         assert score["n"] == n and "p_bleu" in score and score["baseline"]["path"].endswith(f"onebest/generate-{test}.txt")
 

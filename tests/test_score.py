@@ -15,9 +15,9 @@ from fairseq_exporter.cli.score import (
     load_corpus,
     main,
     paired_bootstrap,
-    read_generate_output,
     score_corpus,
 )
+from fairseq_exporter.generate_output import read_generate_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def write_generate(path, samples, nbest=2, detok=True):
         if transcript is not None:
             lines.append(f"S-{i}\t{transcript}")
         if asr is not None:
-            lines.append(f"A-{i}\t{asr}")
+            lines.append(f"ASR-{i}\t{asr}")
         if reference is not None:
             lines.append(f"T-{i}\t{reference}")
         for rank in range(nbest):
@@ -60,7 +60,7 @@ SAMPLES = {
     1: ("e f", "e f g", "il pleut encore aujourd'hui", "il pleut aujourd'hui"),
     2: ("h i j", "h i j", "bonjour tout le monde", "salut le monde"),
 }
-# S-/A- edits: id 0 b->x and d deleted (2), id 1 g inserted (1), id 2 none: 3 / 9 words.
+# S-/ASR- edits: id 0 b->x and d deleted (2), id 1 g inserted (1), id 2 none: 3 / 9 words.
 EXPECTED_WER = 100.0 * 3 / 9
 
 
@@ -83,6 +83,21 @@ def test_read_skips_noise_and_keeps_first_hypothesis(tmp_path):
     assert records[1].reference == "il pleut encore aujourd'hui"
     assert records[1].output == "il pleut aujourd'hui"
     assert records[1].hypothesis == "il @@pleut @@aujourd'hui"
+
+
+def test_transcripts_file_beside_generate_output_is_joined_and_alignments_ignored(tmp_path):
+    """--results-path: fairseq's generate-test.txt and the task's transcripts-test.txt are
+    one output; fairseq's --print-alignment A- lines are not transcripts."""
+    write_generate(tmp_path / "all.txt", SAMPLES)
+    lines = (tmp_path / "all.txt").read_text().splitlines()
+    ours = [line for line in lines if line.startswith(("S-", "ASR-"))]
+    theirs = [line for line in lines if not line.startswith(("S-", "ASR-"))] + ["A-1\t0-0 1-1"]
+    (tmp_path / "generate-test.txt").write_text("\n".join(theirs) + "\n")
+    (tmp_path / "transcripts-test.txt").write_text("\n".join(ours) + "\n")
+    assert read_generate_output(tmp_path / "generate-test.txt") == read_generate_output(tmp_path / "all.txt")
+    assert load_corpus(str(tmp_path / "generate-test.txt")).asr == [SAMPLES[i][1] for i in sorted(SAMPLES)]
+    (tmp_path / "transcripts-test.txt").unlink()
+    assert load_corpus(str(tmp_path / "generate-test.txt")).asr is None  # BLEU only
 
 
 def test_read_falls_back_to_h_and_keeps_empty_hypotheses(tmp_path):
@@ -176,7 +191,7 @@ def test_mismatched_references_name_the_file(tmp_path):
     (None, "No such file"),
     ("2026-11-24 | INFO | nothing\nT-0\tune phrase\n", "no D- or H- lines"),
     ("T-0\tune\nD-0\t-1\tune\nD-1\t-1\tdeux\n", "id 1 has a hypothesis but no T- reference"),
-    ("S-0\ta\nA-0\ta\nT-0\tx\nD-0\t-1\tx\nS-1\tb\nT-1\ty\nD-1\t-1\ty\n", "id 1 lacks its S- or A-"),
+    ("S-0\ta\nASR-0\ta\nT-0\tx\nD-0\t-1\tx\nS-1\tb\nT-1\ty\nD-1\t-1\ty\n", "id 1 lacks its S- or ASR-"),
 ])
 def test_errors_exit_2_naming_the_file(tmp_path, capsys, content, message):
     # In-process: any exception other than SystemExit(2) would fail the test.

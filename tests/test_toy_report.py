@@ -20,7 +20,7 @@ def test_sense_counts_reads_hypotheses_or_references_and_all_german_forms(tmp_pa
     assert {"Ufer", "Fledermaus", "Fledermäuse"} <= forms["task"]
     assert {"Bank", "Banken", "Schläger"} <= forms["general"]
     assert sense_counts(gen, forms) == (1, 2)  # D- lines: Ufer / Bank, Schläger
-    assert sense_counts(gen, forms, prefix="T") == (3, 1)  # Ufer, Fledermäuse, Ufern / Banken
+    assert sense_counts(gen, forms, field="reference") == (3, 1)  # Ufer, Fledermäuse, Ufern / Banken
 
 
 def test_runaway_outputs_counts_translations_over_twice_their_reference(tmp_path):

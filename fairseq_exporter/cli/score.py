@@ -1,8 +1,9 @@
 """Score ``fairseq-generate`` output: ASR WER, translation BLEU/chrF, paired bootstrap.
 
-Reads what ``fairseq-generate`` prints (its stdout, or ``generate-<subset>.txt`` under
-``--results-path``) for the coupled speech-translation task: ``S-`` reference
-transcript, ``A-`` ASR 1-best transcript, ``T-`` reference translation and ``D-``/``H-``
+Reads what ``fairseq-generate`` prints for the coupled speech-translation task (its
+stdout, or ``generate-<subset>.txt`` under ``--results-path`` with the task's
+``transcripts-<subset>.txt`` beside it; see ``fairseq_exporter.generate_output``): ``S-``
+reference transcript, ``ASR-`` ASR 1-best, ``T-`` reference translation and ``D-``/``H-``
 hypotheses. Given a second file, it compares SYSTEM with BASELINE through sacrebleu's
 paired bootstrap resampling, the test behind ``sacrebleu --paired-bs``::
 
@@ -15,68 +16,20 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import editdistance
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
-# "<kind>-<id>\t<text>"; any other line (logging, the closing BLEU summary, P- scores)
-# is noise to us.
-_LINE = re.compile(r"^([SATHD])-(\d+)\t(.*)$")
-_FIELDS = {"S": "source", "A": "asr", "T": "reference", "H": "hypothesis",
-           "D": "detok_hypothesis"}
+from fairseq_exporter.generate_output import GenerateOutputError, read_generate_output
+
 # Display names sacrebleu gives the default BLEU and chrF configurations.
 _LABELS = {"bleu": "BLEU", "chrf": "chrF2"}
 
 
 class ScoreError(Exception):
     """A generate output that cannot be scored; the message names the file."""
-
-
-@dataclass
-class GenerateRecord:
-    """What fairseq-generate printed for one sample id (its first hypothesis only)."""
-
-    source: Optional[str] = None  # S-: reference transcript
-    asr: Optional[str] = None  # A-: ASR 1-best transcript
-    reference: Optional[str] = None  # T-: reference translation
-    hypothesis: Optional[str] = None  # H-: in the target dictionary's tokenization
-    detok_hypothesis: Optional[str] = None  # D-: the same, detokenized
-
-    @property
-    def output(self) -> Optional[str]:
-        """The hypothesis to score: the detokenized one when fairseq printed it."""
-        if self.detok_hypothesis is not None:
-            return self.detok_hypothesis
-        return self.hypothesis
-
-
-def read_generate_output(path: str) -> Dict[int, GenerateRecord]:
-    """Parse fairseq-generate output into ``{sample id: GenerateRecord}``.
-
-    With ``--nbest`` > 1 fairseq prints several H-/D- lines per id, best first: only
-    the first is kept. Raises ScoreError when the file cannot be read.
-    """
-    records: Dict[int, GenerateRecord] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                match = _LINE.match(line.rstrip("\n"))
-                if match is None:
-                    continue
-                kind, sample_id, text = match.groups()
-                if kind in "HD":
-                    text = text.partition("\t")[2]  # drop the "<score>\t" prefix
-                record = records.setdefault(int(sample_id), GenerateRecord())
-                field = _FIELDS[kind]
-                if getattr(record, field) is None:
-                    setattr(record, field, text)
-    except OSError as e:
-        raise ScoreError(f"{path}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise ScoreError(f"{path}: not UTF-8 text ({e.reason})") from e
-    return records
 
 
 @dataclass
@@ -87,13 +40,16 @@ class Corpus:
     ids: List[int]
     hypotheses: List[str]
     references: List[str]
-    transcripts: Optional[List[str]]  # S-; None when the file has no A- lines
+    transcripts: Optional[List[str]]  # S-; None when the output has no ASR- lines
     asr: Optional[List[str]]
 
 
 def load_corpus(path: str) -> Corpus:
     """Read a generate output and check that every sample can be scored."""
-    records = read_generate_output(path)
+    try:
+        records = read_generate_output(path)
+    except GenerateOutputError as e:
+        raise ScoreError(str(e)) from e
     if not any(r.output is not None for r in records.values()):
         raise ScoreError(f"{path}: no D- or H- lines; is this fairseq-generate output?")
     has_asr = any(r.asr is not None for r in records.values())
@@ -106,7 +62,7 @@ def load_corpus(path: str) -> Corpus:
             raise ScoreError(f"{path}: id {i} has a hypothesis but no T- reference")
         # A WER over a subset of the samples would not be comparable across files.
         if has_asr and (record.asr is None or record.source is None):
-            raise ScoreError(f"{path}: id {i} lacks its S- or A- line, needed for WER")
+            raise ScoreError(f"{path}: id {i} lacks its S- or ASR- line, needed for WER")
     return Corpus(
         path=path,
         ids=ids,
@@ -139,7 +95,7 @@ def _metrics():
 
 
 def score_corpus(corpus: Corpus) -> dict:
-    """n, WER (None without A- lines), BLEU, chrF and their sacrebleu signatures."""
+    """n, WER (None without ASR- lines), BLEU, chrF and their sacrebleu signatures."""
     scores = {"path": corpus.path, "n": len(corpus.ids), "wer": None}
     if corpus.asr is not None:
         try:
@@ -283,7 +239,7 @@ def _positive_int(value: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairseq-exporter-score",
-        description="WER of the A- transcripts, BLEU and chrF of the D- (or H-) "
+        description="WER of the ASR- transcripts, BLEU and chrF of the D- (or H-) "
                     "hypotheses in fairseq-generate output; with BASELINE, a paired "
                     "bootstrap test of SYSTEM against it.")
     parser.add_argument("system", metavar="SYSTEM", help="fairseq-generate output")

@@ -1,11 +1,10 @@
 """The ``speech_to_text_exporter`` task: fairseq's speech_to_text task, with the source
 transcript in the MT source vocabulary beside the translation, and a
-``fairseq-generate`` that also writes the ASR 1-best (``A-<id>``) and the reference
+``fairseq-generate`` that also writes the ASR 1-best (``ASR-<id>``) and the reference
 transcript (``S-<id>``) of each utterance, so WER is scored from the same run.
 """
 
 import logging
-import os
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -17,6 +16,7 @@ from fairseq.tasks import LegacyFairseqTask, register_task
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import open_dict
 
+from fairseq_exporter import generate_output
 from fairseq_exporter.criterions.exporter_loss import freeze_parameters_the_loss_never_uses, unwrap
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
 from fairseq_exporter.models import onebest_cache
@@ -75,7 +75,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         self.posterior_temperature = getattr(args, "posterior_temperature", 1.0)
         self.src_bpe = self.build_src_bpe()
         self.src_tokenizer = self.build_src_tokenizer()
-        self._generate_output = None
+        self._transcripts_out = None
         self.speech_limits = None  # known once the model is built (see build_model)
         self.onebest_cache = None  # opened at the first train step, once the ASR weights are loaded
 
@@ -218,7 +218,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
 
     def _detokenize_source(self, ids) -> str:
         # Dictionary.string's rule (no pad, </s> or <s>) on a list of ints: Dictionary.string
-        # walks a tensor element by element, which made the A- lines 2% of a toy decode.
+        # walks a tensor element by element, which made the ASR- lines 2% of a toy decode.
         skip = {self.src_dict.pad(), self.src_dict.eos(), self.src_dict.bos()}
         symbols = self.src_dict.symbols
         text = " ".join(symbols[i] for i in ids if i not in skip)
@@ -231,36 +231,23 @@ class SpeechToTextExporterTask(SpeechToTextTask):
     def _write_transcripts(self, sample, onebest):
         if getattr(self.args, "quiet", False):
             return
-        out = self._generate_output_stream()
         dataset = self.datasets.get(getattr(self.args, "gen_subset", None))
-        lines = []
-        for sample_id, ids in zip(sample["id"].tolist(), onebest.tolist()):
-            if isinstance(dataset, ExporterDataset):
-                lines.append(f"S-{sample_id}\t{dataset.src_texts[sample_id]}\n")
-            lines.append(f"A-{sample_id}\t{self._detokenize_source(ids)}\n")
-        out.write("".join(lines))
+        ids = sample["id"].tolist()
+        transcripts = [dataset.src_texts[i] for i in ids] if isinstance(dataset, ExporterDataset) else None
+        out = self._transcripts_stream()
+        out.write(generate_output.transcript_lines(ids, transcripts, map(self._detokenize_source, onebest.tolist())))
 
-    def _generate_output_stream(self):
-        """Where fairseq-generate writes its H-/D- lines: stdout, or with --results-path
-        the file ``generate-{subset}.txt`` it holds open. generate.py gives tasks no
-        handle on that file, and a second ``open()`` would have its own offset and be
-        overwritten, so we write through a duplicate of generate.py's own descriptor,
-        which shares its offset: the lines interleave in order."""
-        if self._generate_output is not None:
-            return self._generate_output
-        results_path = getattr(self.args, "results_path", None)
-        if results_path is None:
-            self._generate_output = sys.stdout
-            return sys.stdout
-        path = os.path.join(results_path, f"generate-{self.args.gen_subset}.txt")
-        fd = _find_open_descriptor(path)
-        if fd is None:
-            path = os.path.join(results_path, f"asr-{self.args.gen_subset}.txt")
-            logger.warning(f"could not find fairseq-generate's output file; writing A-/S- lines to {path}")
-            self._generate_output = open(path, "w", buffering=1, encoding="utf-8")
-        else:
-            self._generate_output = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8")
-        return self._generate_output
+    def _transcripts_stream(self):
+        """stdout, where fairseq-generate prints without --results-path; with it, the
+        transcripts file beside fairseq's generate-<subset>.txt (see generate_output)."""
+        if self._transcripts_out is None:
+            results_path = getattr(self.args, "results_path", None)
+            if results_path is None:
+                self._transcripts_out = sys.stdout
+            else:
+                path = generate_output.transcripts_path(results_path, self.args.gen_subset)
+                self._transcripts_out = open(path, "w", buffering=1, encoding="utf-8")
+        return self._transcripts_out
 
 
 def _speech_limits(model, args) -> SpeechLimits:
@@ -279,19 +266,3 @@ def _speech_limits(model, args) -> SpeechLimits:
         max_frames = min(max_frames, int(asr_max))
     return SpeechLimits(min_frames=max(min_frames, 1), max_frames=max_frames,
                         max_target_tokens=int(model.decoder.max_positions()))
-
-
-def _find_open_descriptor(path):
-    try:
-        target = os.stat(path)
-        fds = [int(fd) for fd in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")]
-    except OSError:
-        return None
-    for fd in fds:
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-            return fd
-    return None

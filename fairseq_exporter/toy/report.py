@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from fairseq_exporter.generate_output import read_generate_output
+
 
 class Row(NamedTuple):
     name: str  # its key in results.json
@@ -110,28 +112,24 @@ def sense_forms():
     return forms
 
 
-def sense_counts(generate_txt: Path, forms, prefix="D"):
-    """(task-sense, general-sense) German nouns in fairseq-generate's ``prefix`` lines:
-    what the frozen general MT gets wrong is the sense, so this is where steering shows."""
+def sense_counts(generate_txt: Path, forms, field="output"):
+    """(task-sense, general-sense) German nouns in the translations (or, with
+    field="reference", the references): what the frozen general MT gets wrong is the
+    sense, so this is where steering shows."""
     counts = {"task": 0, "general": 0}
-    for line in generate_txt.read_text(encoding="utf-8").splitlines():
-        if line.startswith(prefix + "-"):
-            for word in line.split("\t")[-1].split():
-                for domain in counts:
-                    counts[domain] += word.strip(".,") in forms[domain]
+    for record in read_generate_output(generate_txt).values():
+        for word in (getattr(record, field) or "").split():
+            for domain in counts:
+                counts[domain] += word.strip(".,") in forms[domain]
     return counts["task"], counts["general"]
 
 
 def runaway_outputs(generate_txt: Path, factor: float = 2.0):
-    """Translations (D- lines) longer than ``factor`` times their reference (T- lines): a weak MT
-    on a garbled 1-best can fall into a repetition loop, and a few such outputs move BLEU."""
-    hyp, ref = {}, {}
-    for line in generate_txt.read_text(encoding="utf-8").splitlines():
-        head, _, rest = line.partition("-")
-        if head in ("D", "T"):
-            index, *fields = rest.split("\t")
-            (hyp if head == "D" else ref)[index] = len(fields[-1].split())
-    return sum(n > factor * ref.get(i, n) for i, n in hyp.items())
+    """Translations longer than ``factor`` times their reference: a weak MT on a garbled
+    1-best can fall into a repetition loop, and a few such outputs move BLEU."""
+    return sum(len(r.output.split()) > factor * len(r.reference.split())
+               for r in read_generate_output(generate_txt).values()
+               if r.output is not None and r.reference is not None)
 
 
 def paired_figures(score: dict):
@@ -233,7 +231,7 @@ def build_results(work: Path):
     vs_control_path = work / "gen" / "stage2" / "vs-control.json"
     vs_control = paired_figures(json.loads(vs_control_path.read_text())) if vs_control_path.exists() else None
     first_row, first = next(iter(scores.items()))
-    ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, prefix="T")
+    ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, field="reference")
     corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
     return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"], "work": str(work.resolve()),
             "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
