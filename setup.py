@@ -33,7 +33,9 @@ setup(
     ],
     extras_require={
         "toy": ["espeakng-loader", "matplotlib"],
-        "test": ["pytest", "pytest-xdist", "pandas"],  # xdist: the suite runs on both cores; pandas: fairseq's own prep_mustc_data.py, compared against
+        # xdist: the suite runs on both cores; timeout: a hung test fails instead of stalling CI;
+        # pandas: fairseq's own prep_mustc_data.py, compared against
+        "test": ["pytest", "pytest-xdist", "pytest-timeout", "pandas"],
     },
     entry_points={
         "console_scripts": [

@@ -18,7 +18,7 @@ def _losses(task, model, criterion, sample, steps=2):
         model.zero_grad()
         loss, _, log = task.train_step(sample, model, criterion, optimizer, step)
         grad = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
-        out.append((float(loss), float(log["l2_sum"]), int(log["recovered"]), grad))
+        out.append((float(loss), float(log["l2_sum"]), int(log["recovered"]), grad, int(log["onebest_truncated"])))
     return out
 
 
@@ -68,3 +68,27 @@ def test_cache_of_another_asr_or_search_is_an_error(cascade, tmp_path):
         next(model.encoder.asr.parameters()).add_(0.01)
     with pytest.raises(StaleOneBestCache, match="asr_parameters_sha256.*Delete"):
         _losses(task, model, criterion, sample, steps=1)
+
+
+def test_cached_onebest_counts_cut_rows_as_the_search_does(cascade, tmp_path):
+    """A 1-best cut to the MT's source positions is counted (onebest_truncated) by the
+    cache as by the search: a row exactly as long as the MT takes is not cut."""
+    torch.manual_seed(0)
+    counts = []
+    for positions in (4, 5, 6, 7, 8):
+        state = torch.load(cascade["mt"])
+        state["cfg"]["model"].max_source_positions = positions  # sinusoidal: same weights
+        mt = tmp_path / f"mt{positions}.pt"
+        torch.save(state, mt)
+        _, task, model, criterion = build(cascade, *STAGE1, "--mt-checkpoint", str(mt))
+        sample = first_batch(task, "train", max_sentences=8)
+        lengths = model.encoder.recognize(**sample["net_input"]).onebest.tokens.ne(1).sum(1)
+        plain = _losses(task, model, criterion, sample, steps=1)[0][-1]
+        _, task, _, criterion = build(cascade, *STAGE1, "--mt-checkpoint", str(mt),
+                                      "--onebest-cache", str(tmp_path / f"c{positions}"))
+        task.load_dataset("train")
+        cached = [step[-1] for step in _losses(task, model, criterion, sample)]  # fill, then read
+        assert cached == [plain, plain], positions
+        counts.append((plain, int(lengths.eq(positions).sum())))
+    assert any(0 < n < 8 for n, _ in counts), counts  # some rows cut, some not
+    assert any(at_limit for _, at_limit in counts), counts  # and rows exactly at the limit

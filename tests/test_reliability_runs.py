@@ -3,6 +3,7 @@ a SIGKILL mid-run resumes to the parameters of an uninterrupted run, a kill whil
 checkpoint is written leaves the old checkpoint loadable, and two gloo processes
 reproduce a one-process run with the same total batch."""
 
+import gc
 import os
 import re
 import signal
@@ -132,6 +133,10 @@ def test_torch_ddp_needs_no_find_unused_parameters(cascade, monkeypatch):
             loss, _, _ = criterion(ddp, batch)
             loss.backward()
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        # DDP's reducer holds the process group: free it first (seen: freed after
+        # destroy_process_group, the group's destructor waited forever on its threads)
+        del ddp, loss
+        gc.collect()
     finally:
         dist.destroy_process_group()
 

@@ -92,7 +92,7 @@ class CoupledEncoder(FairseqEncoder):
             onebest = OneBest(tokens=tokens)
         elif self.source == "ctc":
             found = self.search(ctc_lprobs, frame_lengths(asr_encoder_out))
-            onebest = OneBest(tokens=found.tokens, n_truncated=found.n_truncated, segments=found.segments)
+            onebest = OneBest(tokens=found.tokens, truncated=found.truncated, segments=found.segments)
         else:
             onebest = self.search(src_tokens, src_lengths, asr_encoder_out)
         # A greedy search keeps the decoder states it computed; where no gradient must reach

@@ -192,7 +192,11 @@ def to_mt_source(tokens: Sequence[int], segments: Sequence[Segment], n_frames: i
 class CTCOneBest:
     tokens: Tensor  # B x L, right-padded, each row ending in </s>
     segments: Tensor  # B x L x 2: frames [start, end) of each token; (0, 0) on padding
-    n_truncated: int = 0
+    truncated: Tensor  # B, bool: more tokens (</s> included) than the MT's source positions
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum())
 
 
 class CTCSearch:
@@ -249,7 +253,7 @@ class CTCSearch:
         eos_end = torch.where(last_eos >= 0, ends.gather(1, last_eos.clamp(min=0).unsqueeze(1)).squeeze(1), n_real)
 
         limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
-        n_truncated = int(n_tokens.ge(self.max_source_positions).sum())
+        truncated = n_tokens.ge(self.max_source_positions)  # with </s>: more than max_source_positions
         n_kept = n_tokens.clamp(max=limit)
         width = int(n_kept.max()) + 1 if bsz else 1
         position = keep.cumsum(1) - 1
@@ -262,19 +266,18 @@ class CTCSearch:
         at_eos = torch.arange(bsz, device=best.device)
         tokens[at_eos, n_kept] = self.eos
         segments[at_eos, n_kept] = torch.stack([eos_start, eos_end], -1)
-        return CTCOneBest(tokens, segments, n_truncated)
+        return CTCOneBest(tokens, segments, truncated)
 
     def _prefix_beam(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
-        rows, segs, n_truncated = [], [], 0
+        rows, segs, truncated = [], [], []
         limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
         for b, n in enumerate(lengths.tolist()):
             frames = lprobs[:n, b]
             labels = prefix_beam_search(frames, self.blank, self.beam)
             segments = forced_segments(frames, labels, self.blank)
             tokens, segments = to_mt_source(labels, segments, n, self.eos, self.drop)
+            truncated.append(len(tokens) > self.max_source_positions)
             if len(tokens) - 1 > limit:
-                if len(tokens) - 1 >= self.max_source_positions:
-                    n_truncated += 1
                 tokens = tokens[:limit] + tokens[-1:]
                 segments = segments[:limit] + segments[-1:]
             rows.append(torch.tensor(tokens, dtype=torch.long))
@@ -283,7 +286,7 @@ class CTCSearch:
         segments = lprobs.new_zeros(tokens.size(0), tokens.size(1), 2, dtype=torch.long)
         for b, seg in enumerate(segs):
             segments[b, : len(seg)] = seg.to(lprobs.device)
-        return CTCOneBest(tokens, segments, n_truncated)
+        return CTCOneBest(tokens, segments, torch.tensor(truncated, device=tokens.device))
 
 
 # ---- pooling ---------------------------------------------------------------------

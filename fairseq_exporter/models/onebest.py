@@ -25,16 +25,18 @@ logger = logging.getLogger(__name__)
 @dataclass
 class OneBest:
     """The ASR 1-best of a batch, right-padded, each row ending in </s> (the MT's
-    source format). ``n_truncated`` counts rows cut to the MT's max source positions.
-    ``segments`` (CTC 1-best only): the encoder frames [start, end) of each token."""
+    source format). ``truncated`` marks the rows cut to the MT's max source positions:
+    the search found more tokens (</s> included) than the MT takes. ``segments`` (CTC
+    1-best only): the encoder frames [start, end) of each token."""
 
     tokens: Tensor  # B x L
-    n_truncated: int = 0
+    truncated: Optional[Tensor] = None  # B, bool; None: no row was cut
     segments: Optional[Tensor] = None  # B x L x 2
     states: Optional[Tensor] = None  # B x L x D: decoder states kept from a greedy search (search_states.py)
 
-    def padding_mask(self, pad: int) -> Tensor:
-        return self.tokens.eq(pad)
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum()) if self.truncated is not None else 0
 
 
 class _EncodedSpeech(FairseqEncoder):
@@ -91,21 +93,21 @@ class OneBestSearch:
             )
         finally:
             self.asr_model.train(was_training)
-        rows, n_truncated = [], 0
+        rows, truncated = [], []
         eos = self.dictionary.eos()
         for nbest in hypos:
             tokens = nbest[0]["tokens"]
-            if len(tokens) > self.max_source_positions:
+            truncated.append(len(tokens) > self.max_source_positions)
+            if truncated[-1]:
                 # keep the MT input valid: cut to fit, still ending in </s>
                 tokens = torch.cat([tokens[: self.max_source_positions - 1], tokens.new_tensor([eos])])
-                n_truncated += 1
             rows.append(tokens)
-        if n_truncated:
-            logger.warning(f"{n_truncated} ASR 1-best(s) longer than the MT's "
+        if any(truncated):
+            logger.warning(f"{sum(truncated)} ASR 1-best(s) longer than the MT's "
                            f"{self.max_source_positions} source positions were cut to fit")
         tokens = data_utils.collate_tokens(rows, self.dictionary.pad(), eos, left_pad=False)
         states = self._recorder.states(*tokens.shape) if self._recorder is not None else None
-        return OneBest(tokens=tokens, n_truncated=n_truncated, states=states)
+        return OneBest(tokens=tokens, truncated=torch.tensor(truncated, device=tokens.device), states=states)
 
 
 def teacher_forced_states(asr_decoder, tokens: Tensor, asr_encoder_out: Dict[str, List[Tensor]],

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 OPTION = "--onebest-cache"
 FLUSH_EVERY = 1000  # utterances per shard
+CACHE_FORMAT = 2  # shard entries: (tokens, states, truncated)
 
 
 class StaleOneBestCache(ValueError):
@@ -54,6 +55,7 @@ class StaleOneBestCache(ValueError):
 class Entry:
     tokens: Tensor  # L (1-best ids, ending in </s>)
     states: Optional[Tensor]  # L x D (token states), None when only the 1-best was needed
+    truncated: bool  # the search's 1-best was cut to the MT's source positions
 
 
 def check_cacheable(model, coupling: str):
@@ -74,6 +76,7 @@ def fingerprint(encoder, onebest_beam: int, onebest_max_len: int) -> Dict[str, o
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return {
+        "format": CACHE_FORMAT,
         "asr_parameters_sha256": digest.hexdigest(),
         "exporter_source": str(getattr(encoder, "source", "decoder")),
         "onebest_beam": int(onebest_beam),
@@ -99,8 +102,8 @@ class OneBestCache:
             meta.write_text(json.dumps(key, indent=1) + "\n")
         self.entries: Dict[str, Entry] = {}
         for shard in sorted(self.dir.glob("shard-*.pt")):
-            for uid, (tokens, states) in torch.load(shard, map_location="cpu").items():
-                self.entries[uid] = Entry(tokens, states)
+            for uid, (tokens, states, truncated) in torch.load(shard, map_location="cpu").items():
+                self.entries[uid] = Entry(tokens, states, truncated)
         self._pending: Dict[str, Entry] = {}
         self._shards = 0
         self.hits = self.misses = 0
@@ -114,7 +117,7 @@ class OneBestCache:
         self._shards += 1
         name = self.dir / f"shard-{os.getpid()}-{self._shards:05d}.pt"
         tmp = name.with_suffix(".tmp")
-        torch.save({uid: (e.tokens, e.states) for uid, e in self._pending.items()}, tmp)
+        torch.save({uid: (e.tokens, e.states, e.truncated) for uid, e in self._pending.items()}, tmp)
         os.replace(tmp, name)  # a shard is whole or absent
         self._pending = {}
 
@@ -138,13 +141,12 @@ class OneBestCache:
             states = None
             if need_states:  # B x L x D, zeros past each 1-best's end (the MT zeroes those positions)
                 states = pad_sequence([e.states for e in cached], batch_first=True).to(device)
-            limit = encoder.mt_encoder.max_positions()
-            n_truncated = sum(int(e.tokens.numel() >= limit) for e in cached)
+            truncated = torch.tensor([e.truncated for e in cached], device=device)
             asr_encoder_out = None
             if need_encoder:
                 with torch.no_grad():
                     asr_encoder_out = encoder.asr.encoder(net_input["src_tokens"], net_input["src_lengths"])
-            return Recognition(asr_encoder_out, OneBest(tokens=tokens, n_truncated=n_truncated),
+            return Recognition(asr_encoder_out, OneBest(tokens=tokens, truncated=truncated),
                                token_states=states)
         self.misses += len(ids)
         with torch.no_grad():
@@ -155,10 +157,12 @@ class OneBestCache:
         recognition.token_states = states
         tokens = recognition.onebest.tokens
         lengths = tokens.ne(encoder.pad).sum(1).tolist()
+        truncated = recognition.onebest.truncated
         for i, uid in enumerate(ids):
             n = lengths[i]
             self._store(uid, Entry(tokens[i, :n].cpu().clone(),
-                                   states[i, :n].cpu().clone() if states is not None else None))
+                                   states[i, :n].cpu().clone() if states is not None else None,
+                                   bool(truncated[i]) if truncated is not None else False))
         return recognition
 
 

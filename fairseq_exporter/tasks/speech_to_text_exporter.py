@@ -4,6 +4,7 @@ transcript in the MT source vocabulary beside the translation, and a
 transcript (``S-<id>``) of each utterance, so WER is scored from the same run.
 """
 
+import json
 import logging
 import sys
 from argparse import Namespace
@@ -62,8 +63,11 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                                  "token states once, keep them in DIR and reuse them in later epochs "
                                  "(an error if DIR was written for another ASR or search options)")
         parser.add_argument("--eval-bleu", action="store_true",
-                            help="translate the validation set (greedy) and log its BLEU "
+                            help="translate the validation set and log its BLEU "
                                  "(use with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric)")
+        parser.add_argument("--eval-bleu-args", default="{}", metavar="JSON",
+                            help='generation args for --eval-bleu, as fairseq\'s translation task takes them, '
+                                 'e.g. \'{"beam": 4, "max_len_b": 100}\' (default: greedy, max_len_b 200)')
 
     def __init__(self, args, src_dict, tgt_dict):
         super().__init__(args, tgt_dict)
@@ -152,8 +156,8 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             freeze_parameters_the_loss_never_uses(model, self.coupling, self.args.ast_weight,
                                                   self.args.l2_weight, self.args.asr_weight)
         if getattr(self.args, "eval_bleu", False):
-            self._valid_generator = self.build_generator([model], Namespace(beam=1, max_len_a=0, max_len_b=200,
-                                                                            min_len=1, prefix_size=0, eos_token=None))
+            self._valid_generator = self.build_generator([model], Namespace(**_eval_bleu_args(self.args)))
+            self._valid_bpe, self._valid_tokenizer = self.build_bpe(self.args), self.build_tokenizer(self.args)
         return model
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -181,7 +185,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if getattr(self.args, "eval_bleu", False):
             hypos, _ = self._translate(self._valid_generator, [model], sample)
-            bpe, tok = self.build_bpe(self.args), self.build_tokenizer(self.args)
+            bpe, tok = self._valid_bpe, self._valid_tokenizer
 
             def detok(tokens):
                 text = self.tgt_dict.string(tokens.int().cpu(), escape_unk=True)
@@ -248,6 +252,21 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                 path = generate_output.transcripts_path(results_path, self.args.gen_subset)
                 self._transcripts_out = open(path, "w", buffering=1, encoding="utf-8")
         return self._transcripts_out
+
+
+# --eval-bleu's generation settings unless --eval-bleu-args overrides them.
+EVAL_BLEU_DEFAULTS = dict(beam=1, max_len_a=0, max_len_b=200, min_len=1, prefix_size=0, eos_token=None)
+
+
+def _eval_bleu_args(args) -> dict:
+    text = getattr(args, "eval_bleu_args", None) or "{}"
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--eval-bleu-args {text!r} is not JSON: {err}") from err
+    if not isinstance(given, dict):
+        raise ValueError(f"--eval-bleu-args {text!r}: a JSON object of generation args, e.g. '{{\"beam\": 4}}'")
+    return {**EVAL_BLEU_DEFAULTS, **given}
 
 
 def _speech_limits(model, args) -> SpeechLimits:

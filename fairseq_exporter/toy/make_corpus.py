@@ -24,7 +24,6 @@ SNR) so that a small ASR model makes real errors.
 import argparse
 import io
 import json
-import multiprocessing
 import os
 import struct
 import sys
@@ -41,6 +40,7 @@ import yaml
 from fairseq_exporter.features import SAMPLE_RATE, fbank80, resample
 from fairseq_exporter.toy import grammar
 from fairseq_exporter.toy.espeak import EspeakSynthesizer
+from fairseq_exporter.toy.fresh_processes import map_in_fresh_processes
 
 SCALES = {
     # ST utterances per split; general MT pairs; task text-only pairs added to task.train.
@@ -202,21 +202,15 @@ def _render_block(block):
 
 def write_features(zip_path: Path, jobs, seed: int, speakers, workers: int):
     """Render every job into an uncompressed zip of {id}.npy (fairseq's create_zip layout).
-    Returns {id: (n_frames, seconds)}.
-
-    libespeak-ng carries state from one utterance to the next (pitch flutter phase, gain
-    control), so each block of utterances is spoken by a process forked for it alone from this
-    one, which speaks nothing: the audio depends on neither the number of workers nor the order
-    in which they take the blocks.
-    """
-    context = multiprocessing.get_context("fork")
-    with context.Pool(1) as pool:
-        babble = pool.apply(babble_sources, (seed, speakers))
+    Returns {id: (n_frames, seconds)}. Each block of utterances (and the babble) is spoken
+    by a process forked for it alone (see fresh_processes.py)."""
+    babble = next(map_in_fresh_processes(_babble, [(seed, speakers)], 1, name=lambda _: "babble noise"))
     blocks = [(seed, babble, jobs[i:i + BLOCK]) for i in range(0, len(jobs), BLOCK)]
     stats, done, started = {}, 0, time.time()
-    with context.Pool(workers, maxtasksperchild=1) as pool, \
-            zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as zf:
-        for rendered in pool.imap(_render_block, blocks):
+    rendered_blocks = map_in_fresh_processes(_render_block, blocks, workers,
+                                             name=lambda i: f"utterances {i * BLOCK}..{min((i + 1) * BLOCK, len(jobs)) - 1}")
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as zf:
+        for rendered in rendered_blocks:
             for utt_id, data, n_frames, seconds in rendered:
                 zf.writestr(zipfile.ZipInfo(f"{utt_id}.npy"), data)  # fixed date: same bytes
                 stats[utt_id] = (n_frames, seconds)
@@ -224,6 +218,10 @@ def write_features(zip_path: Path, jobs, seed: int, speakers, workers: int):
             if done % 500 < BLOCK or done == len(jobs):
                 print(f"| audio {done}/{len(jobs)} ({time.time() - started:.1f} s)", flush=True)
     return stats
+
+
+def _babble(job):
+    return babble_sources(*job)
 
 
 def zip_manifest(zip_path: Path):

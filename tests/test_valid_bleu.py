@@ -1,0 +1,38 @@
+"""--eval-bleu: generation settings from --eval-bleu-args, built once; the statistics a
+validation batch logs give the BLEU of its translations."""
+
+import pytest
+import sacrebleu
+import torch
+
+from exporter_setup import build, first_batch
+
+
+def test_eval_bleu_args_set_the_search_and_each_batch_logs_bleu_statistics(cascade):
+    _, task, model, criterion = build(cascade, "--freeze-mt", "--eval-bleu",
+                                      "--eval-bleu-args", '{"beam": 2, "max_len_b": 7}')
+    generator = task._valid_generator
+    assert generator.beam_size == 2 and generator.max_len_b == 7
+    sample = first_batch(task, "dev", max_sentences=4)
+    model.eval()
+    with torch.no_grad():
+        _, _, log = task.valid_step(sample, model, criterion)
+    assert task._valid_generator is generator  # built once, with the model
+    hypos, _ = task._translate(generator, [model], sample)
+    pad, bpe = task.tgt_dict.pad(), task._valid_bpe
+
+    def text(tokens):
+        words = task.tgt_dict.string(tokens.int(), escape_unk=True)
+        return bpe.decode(words) if bpe is not None else words
+
+    hypotheses = [text(h[0]["tokens"]) for h in hypos]
+    expected = sacrebleu.corpus_bleu(hypotheses, [[text(t[t.ne(pad)]) for t in sample["target"]]], tokenize="13a")
+    assert expected.sys_len > 0
+    assert [log[f"_bleu_counts_{i}"] for i in range(4)] == expected.counts
+    assert log["_bleu_sys_len"] == expected.sys_len and log["_bleu_ref_len"] == expected.ref_len
+
+
+@pytest.mark.parametrize("value, message", [("{beam: 2}", "is not JSON"), ("[2]", "a JSON object")])
+def test_eval_bleu_args_that_are_not_a_json_object_are_refused(cascade, value, message):
+    with pytest.raises(ValueError, match=rf"--eval-bleu-args .*{message}"):
+        build(cascade, "--eval-bleu", "--eval-bleu-args", value)
