@@ -238,13 +238,13 @@ def test_non_finite_features_are_named_in_the_right_split_of_several(data):
 
 def test_a_batch_of_several_splits_names_each_utterance_by_split_and_id(data):
     """sample["id"] is each split's own index; the --onebest-cache keys its entries by
-    the batch's "utterance" (split, id), which must follow the batch's row order."""
+    the batch's net_input["utterance"] (split, id), which must follow the batch's row order."""
     more = {"v0": (10, "the cat", "die katze"), "u1": (30, "the mat", "die matte")}  # u1 again, other split
     write_split(data, "dev2", features_of(more, seed=1), names=more)
     dataset = load_dataset(data, "dev,dev2")
     items = [dataset[i] for i in (1, 4, 5, 2)]  # dev u1 (15 frames), dev2 v0 (10), dev2 u1 (30), dev u2 (9)
     batch = dataset.collater(items)
-    assert batch["utterance"] == [("dev2", "u1"), ("dev", "u1"), ("dev2", "v0"), ("dev", "u2")]
+    assert batch["net_input"]["utterance"] == [("dev2", "u1"), ("dev", "u1"), ("dev2", "v0"), ("dev", "u2")]
     assert batch["id"].tolist() == [1, 1, 0, 2]  # fairseq's own, unchanged
     assert batch["net_input"]["src_lengths"].tolist() == [30, 15, 10, 9]
     assert [x.index for x in items] == [1, 0, 1, 2]

@@ -29,19 +29,20 @@ def test_cached_onebest_gives_the_losses_of_the_asr(cascade, tmp_path, extra):
     sample = first_batch(task, "train", max_sentences=8)
     plain = _losses(task, model, criterion, sample)
 
-    _, task, _, criterion = build(cascade, *STAGE1, *extra, "--onebest-cache", str(tmp_path / "c"))
-    task.load_dataset("train")
+    model.use_onebest_cache(str(tmp_path / "c"))  # what --onebest-cache does when the model is built
     cached = _losses(task, model, criterion, sample)  # step 1 fills the cache, step 2 reads it
-    assert task.onebest_cache.misses == len(sample["id"]) and task.onebest_cache.hits == len(sample["id"])
+    assert model.onebest_cache.misses == len(sample["id"]) and model.onebest_cache.hits == len(sample["id"])
     for a, b in zip(plain, cached):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
-    task.onebest_cache.flush()  # a new run reads the shards back, without running the ASR search
-    _, task2, _, criterion = build(cascade, *STAGE1, *extra, "--onebest-cache", str(tmp_path / "c"))
-    task2.load_dataset("train")
+    model.onebest_cache.flush()
+    model.onebest_cache = None  # a new run reads the shards back, without running the ASR search
     model.encoder.search = None  # would fail if called
-    assert _losses(task2, model, criterion, sample, steps=1)[0] == pytest.approx(plain[0], rel=1e-5, abs=1e-6)
-    assert task2.onebest_cache.misses == 0
+    assert _losses(task, model, criterion, sample, steps=1)[0] == pytest.approx(plain[0], rel=1e-5, abs=1e-6)
+    assert model.onebest_cache.misses == 0
+    model.eval()  # validation and generation run the ASR: the cache serves training only
+    with pytest.raises(TypeError, match="'NoneType' object is not callable"):  # the search
+        model(**sample["net_input"])
 
 
 def test_cache_refused_when_the_asr_trains(cascade, tmp_path):
@@ -84,9 +85,7 @@ def test_cached_onebest_counts_cut_rows_as_the_search_does(cascade, tmp_path):
         sample = first_batch(task, "train", max_sentences=8)
         lengths = model.encoder.recognize(**sample["net_input"]).onebest.tokens.ne(1).sum(1)
         plain = _losses(task, model, criterion, sample, steps=1)[0][-1]
-        _, task, _, criterion = build(cascade, *STAGE1, "--mt-checkpoint", str(mt),
-                                      "--onebest-cache", str(tmp_path / f"c{positions}"))
-        task.load_dataset("train")
+        model.use_onebest_cache(str(tmp_path / f"c{positions}"))
         cached = [step[-1] for step in _losses(task, model, criterion, sample)]  # fill, then read
         assert cached == [plain, plain], positions
         counts.append((plain, int(lengths.eq(positions).sum())))

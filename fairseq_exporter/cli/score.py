@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 

@@ -106,7 +106,7 @@ class ExporterDataset(SpeechToTextJointDataset):
         return ExporterItem(*super().__getitem__(index), utterance=(self.split, self.ids[index]))
 
     def collater(self, samples: List["ExporterItem"]) -> Dict:
-        """fairseq's batch plus ``utterance``: the (split, manifest id) of each row. The
+        """fairseq's batch plus ``net_input["utterance"]``: the (split, manifest id) of each row. The
         batch's ``id`` is each split's own index (fairseq numbers every --train-subset
         split from 0), so it cannot name an utterance of several splits."""
         if not samples:
@@ -115,7 +115,7 @@ class ExporterDataset(SpeechToTextJointDataset):
         out = super().collater([x._replace(index=position) for position, x in enumerate(samples)])
         order = out["id"].tolist()
         out["id"] = torch.tensor([samples[p].index for p in order], dtype=torch.long)
-        out["utterance"] = [samples[p].utterance for p in order]
+        out["net_input"]["utterance"] = [samples[p].utterance for p in order]
         return out
 
     def _where(self, index: int) -> str:

@@ -62,6 +62,7 @@ class CoupledEncoder(FairseqEncoder):
         self.freeze_asr = freeze_asr
         self.source = source
         self.posterior_temperature = posterior_temperature
+        self.onebest_beam, self.onebest_max_len = onebest_beam, onebest_max_len
         self.pad, self.eos = dictionary.pad(), dictionary.eos()
         if source == "ctc":
             self.search = CTCSearch(dictionary, onebest_beam, onebest_max_len, mt_encoder.max_positions())

@@ -13,7 +13,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoderDecoderModel, register_model
 from omegaconf import open_dict
 
-from fairseq_exporter.models import pretrained
+from fairseq_exporter.models import onebest_cache, pretrained
 from fairseq_exporter.models.checkpoint_fit import check_state_dict_fits
 from fairseq_exporter.models.coupling import SOURCES, CoupledEncoder
 from fairseq_exporter.models.ctc import ctc_head
@@ -108,7 +108,29 @@ class ExporterModel(FairseqEncoderDecoderModel):
                              (self.decoder, cfg.freeze_mt)):
             if frozen:
                 part.requires_grad_(False)
+        self.onebest_cache_dir: Optional[str] = None  # --onebest-cache (see use_onebest_cache)
+        self.onebest_cache: Optional[onebest_cache.OneBestCache] = None
         self.train()
+
+    def use_onebest_cache(self, directory: str):
+        """--onebest-cache DIR: in training, each utterance's recognition comes from DIR
+        once computed (models/onebest_cache.py). Opened at the first training forward,
+        once the ASR weights are loaded (a resumed run loads them after building)."""
+        onebest_cache.check_cacheable(self, self.encoder.coupling)
+        self.onebest_cache_dir = directory
+
+    def _cached_recognition(self, net_input, utterance, compute_asr_reference: bool):
+        if utterance is None:
+            raise ValueError(f"{onebest_cache.OPTION}: the training batches do not name their utterances "
+                             "(they do not come from the speech_to_text_exporter task's dataset)")
+        if self.onebest_cache is None:
+            key = onebest_cache.fingerprint(self.encoder, self.encoder.onebest_beam, self.encoder.onebest_max_len)
+            self.onebest_cache = onebest_cache.OneBestCache(self.onebest_cache_dir, key)
+        # the speech encoder output is still needed by the ASR loss and the transformer exporter
+        need_encoder = compute_asr_reference or self.cfg.exporter_type == "transformer"
+        return self.onebest_cache.recognize(self.encoder, net_input, onebest_cache.cache_keys(utterance),
+                                            need_states=self.encoder.coupling == "exporter",
+                                            need_encoder=need_encoder)
 
     @classmethod
     def build_model(cls, cfg: ExporterModelConfig, task):
@@ -176,7 +198,11 @@ class ExporterModel(FairseqEncoderDecoderModel):
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, src_txt_tokens=None,
                 src_txt_lengths=None, recognition=None, compute_translation: bool = True,
-                compute_asr_reference: bool = False, **unused):
+                compute_asr_reference: bool = False, utterance=None, **unused):
+        if recognition is None and self.training and self.onebest_cache_dir is not None:
+            recognition = self._cached_recognition(
+                dict(src_tokens=src_tokens, src_lengths=src_lengths, src_txt_tokens=src_txt_tokens),
+                utterance, compute_asr_reference)
         encoder_out = self.encoder(src_tokens, src_lengths, src_txt_tokens=src_txt_tokens,
                                    recognition=recognition)
         if compute_translation:

@@ -6,7 +6,7 @@ utterance are the same every epoch; only the exporter (and the MT, if it trains)
 something new. Recomputing them is most of a stage-1 step (the ASR encoder and the
 autoregressive 1-best search), so caching them is the first speed lever of stage 1.
 
-What is kept, per manifest utterance id: the 1-best ids and, with ``--coupling
+What is kept, per utterance (split and manifest id): the 1-best ids and, with ``--coupling
 exporter``, the token states (the exporter input, float, one row per 1-best token).
 When every utterance of a batch is cached, the ASR is not run at all, unless something
 still needs the speech encoder output: the transformer exporter (it cross-attends to
@@ -166,16 +166,6 @@ class OneBestCache:
         return recognition
 
 
-def attach(cache: OneBestCache, sample, model, dataset, coupling: str, asr_weight: float):
-    """``sample`` with its recognition (cached or computed now) in ``net_input``, where
-    ``ExporterModel.forward`` takes it instead of running the ASR."""
-    if not sample or "net_input" not in sample:
-        return sample
-    encoder = model.encoder
-    if "utterance" not in sample:
-        raise ValueError(f"{OPTION}: the training batches ({type(dataset).__name__}) do not name their utterances")
-    ids = [f"{split}/{utt_id}" for split, utt_id in sample["utterance"]]  # ids may repeat across splits
-    need_states = coupling == "exporter"
-    need_encoder = asr_weight > 0 or model.cfg.exporter_type == "transformer"
-    recognition = cache.recognize(encoder, sample["net_input"], ids, need_states, need_encoder)
-    return dict(sample, net_input=dict(sample["net_input"], recognition=recognition))
+def cache_keys(utterance) -> List[str]:
+    """Cache keys of a batch's (split, manifest id) pairs: ids may repeat across splits."""
+    return [f"{split}/{utt_id}" for split, utt_id in utterance]

@@ -18,9 +18,8 @@ from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import open_dict
 
 from fairseq_exporter import generate_output
-from fairseq_exporter.criterions.exporter_loss import freeze_parameters_the_loss_never_uses, unwrap
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
-from fairseq_exporter.models import onebest_cache
+from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
 from fairseq_exporter.models.coupling import COUPLINGS
 from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
@@ -81,7 +80,6 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         self.src_tokenizer = self.build_src_tokenizer()
         self._transcripts_out = None
         self.speech_limits = None  # known once the model is built (see build_model)
-        self.onebest_cache = None  # opened at the first train step, once the ASR weights are loaded
 
     @classmethod
     def setup_task(cls, args, **kwargs):
@@ -151,7 +149,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                 cfg[key] = getattr(model.cfg, key)
         self.speech_limits = _speech_limits(model, self.args)
         if getattr(self.args, "onebest_cache", None):
-            onebest_cache.check_cacheable(model, self.coupling)
+            model.use_onebest_cache(self.args.onebest_cache)
         if getattr(self.args, "ast_weight", None) is not None:  # fairseq-train: the criterion is known
             freeze_parameters_the_loss_never_uses(model, self.coupling, self.args.ast_weight,
                                                   self.args.l2_weight, self.args.asr_weight)
@@ -160,20 +158,10 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             self._valid_bpe, self._valid_tokenizer = self.build_bpe(self.args), self.build_tokenizer(self.args)
         return model
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if getattr(self.args, "onebest_cache", None):  # see models/onebest_cache.py
-            inner = unwrap(model)
-            if self.onebest_cache is None:
-                key = onebest_cache.fingerprint(inner.encoder, self.onebest_beam, self.onebest_max_len)
-                self.onebest_cache = onebest_cache.OneBestCache(self.args.onebest_cache, key)
-            sample = onebest_cache.attach(self.onebest_cache, sample, inner, self.dataset(self.args.train_subset),
-                                          self.coupling, getattr(self.args, "asr_weight", 0.0))
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
-        if self.onebest_cache is not None:
-            self.onebest_cache.flush()
+        if getattr(model, "onebest_cache", None) is not None:
+            model.onebest_cache.flush()  # what the last epoch computed, on disk for a resumed run
 
     def build_criterion(self, args):
         from fairseq import criterions
