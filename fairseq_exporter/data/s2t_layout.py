@@ -250,11 +250,12 @@ def write_manifest(path: Union[str, Path], rows: Iterable[Union[dict, Sequence]]
 # ---- vocabularies -------------------------------------------------------------------
 def train_sentencepiece(text_files: Sequence[Union[str, Path]], model_prefix: Union[str, Path],
                         vocab_size: int, model_type: str = "unigram", num_threads: int = 2,
-                        input_sentence_size: int = 0):
+                        input_sentence_size: int = 0, user_defined_symbols: Sequence[str] = ()):
     """Train a sentencepiece model as fairseq's ``data_utils.gen_vocab`` does (full
     character coverage, fairseq's special-symbol ids); returns the ``.model`` path.
     ``hard_vocab_limit`` is off so a small corpus gets a smaller vocabulary instead of an
-    error. ``input_sentence_size`` > 0 samples that many lines (for very large text)."""
+    error. ``input_sentence_size`` > 0 samples that many lines (for very large text);
+    ``user_defined_symbols`` are pieces kept whole."""
     import sentencepiece as spm
 
     model_prefix = Path(model_prefix)
@@ -265,6 +266,8 @@ def train_sentencepiece(text_files: Sequence[Union[str, Path]], model_prefix: Un
     options = dict(input=",".join(str(f) for f in text_files), model_prefix=str(model_prefix),
                    model_type=model_type, vocab_size=vocab_size, character_coverage=1.0,
                    hard_vocab_limit=False, num_threads=num_threads, minloglevel=2, **SPM_SPECIALS)
+    if user_defined_symbols:
+        options["user_defined_symbols"] = list(user_defined_symbols)
     if input_sentence_size > 0:
         options.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
     spm.SentencePieceTrainer.train(**options)

@@ -22,21 +22,17 @@ SNR) so that a small ASR model makes real errors.
 """
 
 import argparse
-import io
 import json
 import os
-import struct
 import sys
-import tempfile
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
-import yaml
 
+from fairseq_exporter.data import s2t_layout
 from fairseq_exporter.features import SAMPLE_RATE, fbank80, resample
 from fairseq_exporter.toy import grammar
 from fairseq_exporter.toy.espeak import EspeakSynthesizer
@@ -55,10 +51,6 @@ SPLITS = ("train", "dev", "test")
 # and 500 pieces, 75% with 4-8 words and 200 pieces).
 # German stops near 720 pieces for ~1800 word types.
 SPM_VOCAB = {"en": 200, "de": 800}
-# fairseq's S2T convention (data_utils.gen_vocab): ids of the four specials, which the fairseq
-# Dictionary adds itself, so spm piece ids equal dictionary ids.
-SPM_SPECIALS = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3)
-SPECIAL_PIECES = {"<s>", "<pad>", "</s>", "<unk>"}
 # No SpecAugment (MuST-C's configs have it): it pays off over long trainings, and the toy ASR
 # trains for minutes; the speech itself is varied (speakers, rates, noise, rooms).
 
@@ -194,9 +186,7 @@ def _render_block(block):
     for index, utt_id, text, speaker in jobs:
         wav = acoustics.utterance(index, text, speaker)
         features = fbank80(wav)
-        buffer = io.BytesIO()
-        np.save(buffer, features)
-        rendered.append((utt_id, buffer.getvalue(), features.shape[0], len(wav) / SAMPLE_RATE))
+        rendered.append((utt_id, s2t_layout.npy_bytes(features), features.shape[0], len(wav) / SAMPLE_RATE))
     return rendered
 
 
@@ -209,10 +199,10 @@ def write_features(zip_path: Path, jobs, seed: int, speakers, workers: int):
     stats, done, started = {}, 0, time.time()
     rendered_blocks = map_in_fresh_processes(_render_block, blocks, workers,
                                              name=lambda i: f"utterances {i * BLOCK}..{min((i + 1) * BLOCK, len(jobs)) - 1}")
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as zf:
+    with s2t_layout.FeatureZipWriter(zip_path) as writer:
         for rendered in rendered_blocks:
             for utt_id, data, n_frames, seconds in rendered:
-                zf.writestr(zipfile.ZipInfo(f"{utt_id}.npy"), data)  # fixed date: same bytes
+                writer.add(utt_id, data)
                 stats[utt_id] = (n_frames, seconds)
             done += len(rendered)
             if done % 500 < BLOCK or done == len(jobs):
@@ -224,68 +214,33 @@ def _babble(job):
     return babble_sources(*job)
 
 
-def zip_manifest(zip_path: Path):
-    """{id: "fbank80.zip:OFFSET:LENGTH"}, the byte range of each .npy inside the zip, as
-    fairseq's data_utils.get_zip_manifest gives it (read here from the local file header)."""
-    manifest = {}
-    with zipfile.ZipFile(zip_path) as zf, open(zip_path, "rb") as raw:
-        for info in zf.infolist():
-            raw.seek(info.header_offset + 26)
-            name_len, extra_len = struct.unpack("<HH", raw.read(4))
-            offset = info.header_offset + 30 + name_len + extra_len
-            raw.seek(offset)
-            if raw.read(2) != b"\x93N":
-                raise ValueError(f"{zip_path}: {info.filename} is not a .npy array")
-            manifest[Path(info.filename).stem] = f"{zip_path.name}:{offset}:{info.file_size}"
-    return manifest
-
-
 def train_sentencepiece(lines, prefix: Path, vocab_size: int, whole_words=()):
-    """A unigram model and the fairseq dictionary derived from it (data_utils.gen_vocab);
-    `whole_words` are kept single pieces at the start of a word (plurals add a piece)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-        f.flush()
-        spm.SentencePieceTrainer.train(
-            input=f.name, model_prefix=str(prefix), model_type="unigram", vocab_size=vocab_size,
-            character_coverage=1.0, hard_vocab_limit=False, num_threads=2, minloglevel=2,
-            user_defined_symbols=["\u2581" + w for w in whole_words], **SPM_SPECIALS)
-    model = spm.SentencePieceProcessor(model_file=f"{prefix}.model")
-    return model, [model.id_to_piece(i) for i in range(model.get_piece_size())
-                   if model.id_to_piece(i) not in SPECIAL_PIECES]
-
-
-def write_lines(path: Path, lines):
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def write_tsv(path: Path, columns, rows):
-    for row in rows:
-        if any("\t" in str(v) or "\n" in str(v) for v in row):
-            raise ValueError(f"{path}: a field of {row[0]} contains a tab or newline")
-    write_lines(path, ["\t".join(columns)] + ["\t".join(map(str, row)) for row in rows])
+    """A unigram model (s2t_layout's fairseq settings) and the fairseq dictionary from it;
+    ``whole_words`` are kept single pieces at the start of a word (plurals add a piece)."""
+    text = prefix.with_suffix(".train.txt")
+    s2t_layout.write_text_lines(text, lines)
+    try:
+        model_path = s2t_layout.train_sentencepiece([text], prefix, vocab_size,
+                                                    user_defined_symbols=["\u2581" + w for w in whole_words])
+    finally:
+        text.unlink()
+    s2t_layout.write_dictionary_from_sentencepiece(model_path, prefix.parent / f"dict.{prefix.name[len('spm_'):]}.txt")
+    return spm.SentencePieceProcessor(model_file=str(model_path))
 
 
 def write_configs(st_dir: Path):
+    """config_st.yaml (the exporter task: both sides) and config_asr.yaml (the ASR)."""
     st_dir = st_dir.resolve()
+    features = {"input_channels": 1, "input_feat_per_channel": 80, "transforms": {"*": ["utterance_cmvn"]}}
 
     def bpe(lang):
-        return {"bpe": "sentencepiece", "sentencepiece_model": str(st_dir / f"spm_{lang}.model")}
+        return s2t_layout.bpe_tokenizer_spec(str(st_dir / f"spm_{lang}.model"))
 
-    common = {
-        "input_channels": 1,
-        "input_feat_per_channel": 80,
-        "audio_root": str(st_dir),
-        "transforms": {"*": ["utterance_cmvn"]},
-    }
-    configs = {
-        "config_st.yaml": {"vocab_filename": "dict.de.txt", "bpe_tokenizer": bpe("de"),
-                           "src_vocab_filename": "dict.en.txt", "src_bpe_tokenizer": bpe("en")},
-        "config_asr.yaml": {"vocab_filename": "dict.en.txt", "bpe_tokenizer": bpe("en")},
-    }
-    for name, config in configs.items():
-        with open(st_dir / name, "w") as f:
-            yaml.safe_dump({**common, **config}, f, sort_keys=False)
+    s2t_layout.write_data_config(st_dir / "config_st.yaml", vocab_filename="dict.de.txt", bpe_tokenizer=bpe("de"),
+                                 src_vocab_filename="dict.en.txt", src_bpe_tokenizer=bpe("en"),
+                                 features=features, audio_root=str(st_dir))
+    s2t_layout.write_data_config(st_dir / "config_asr.yaml", vocab_filename="dict.en.txt", bpe_tokenizer=bpe("en"),
+                                 features=features, audio_root=str(st_dir))
 
 
 def generate_text(seed: int, sizes):
@@ -311,16 +266,15 @@ def write_vocabularies_and_text(st_dir: Path, text_dir: Path, texts):
     task_train = texts["train"] + texts["task_text"]
     models = {}
     for k, lang in enumerate(("en", "de")):
-        models[lang], pieces = train_sentencepiece(
+        models[lang] = train_sentencepiece(
             [pair[k] for pair in texts["general_train"] + task_train], st_dir / f"spm_{lang}",
             SPM_VOCAB[lang], whole_words=grammar.steering_words() if lang == "en" else ())
-        write_lines(st_dir / f"dict.{lang}.txt", [f"{piece} 1" for piece in pieces])
     text_sets = {"general.train": texts["general_train"], "general.valid": texts["general_valid"],
                  "task.train": task_train, "task.valid": texts["dev"], "task.test": texts["test"]}
     for name, pairs in text_sets.items():
         for k, lang in enumerate(("en", "de")):
-            write_lines(text_dir / f"{name}.{lang}",
-                        [" ".join(models[lang].encode(pair[k], out_type=str)) for pair in pairs])
+            s2t_layout.write_text_lines(text_dir / f"{name}.{lang}",
+                                        [" ".join(models[lang].encode(pair[k], out_type=str)) for pair in pairs])
     return models
 
 
@@ -336,14 +290,15 @@ def write_speech(st_dir: Path, texts, seed: int, workers: int):
             rows[split].append((utt_id, en, de, speaker.name))
     zip_path = st_dir / "fbank80.zip"
     stats = write_features(zip_path, jobs, seed, speakers, workers)
-    audio = zip_manifest(zip_path)
+    audio = {u: entry.audio for u, entry in s2t_layout.zip_entries(zip_path).items()}
     seconds = {}
     for split in SPLITS:
-        write_tsv(st_dir / f"{split}.tsv",
-                  ("id", "audio", "n_frames", "src_text", "tgt_text", "speaker"),
-                  [(u, audio[u], stats[u][0], en, de, spk) for u, en, de, spk in rows[split]])
-        write_tsv(st_dir / f"{split}_asr.tsv", ("id", "audio", "n_frames", "tgt_text", "speaker"),
-                  [(u, audio[u], stats[u][0], en, spk) for u, en, _, spk in rows[split]])
+        s2t_layout.write_manifest(st_dir / f"{split}.tsv",
+                                  [(u, audio[u], stats[u][0], en, de, spk) for u, en, de, spk in rows[split]],
+                                  s2t_layout.JOINT_COLUMNS)
+        s2t_layout.write_manifest(st_dir / f"{split}_asr.tsv",
+                                  [(u, audio[u], stats[u][0], en, spk) for u, en, _, spk in rows[split]],
+                                  s2t_layout.SINGLE_TARGET_COLUMNS)
         seconds[split] = sum(stats[u][1] for u, *_ in rows[split])
     return speakers, seconds
 
