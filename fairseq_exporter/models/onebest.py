@@ -106,7 +106,7 @@ class OneBestSearch:
             logger.warning(f"{sum(truncated)} ASR 1-best(s) longer than the MT's "
                            f"{self.max_source_positions} source positions were cut to fit")
         tokens = data_utils.collate_tokens(rows, self.dictionary.pad(), eos, left_pad=False)
-        states = self._recorder.states(*tokens.shape) if self._recorder is not None else None
+        states = self._recorder.states(tokens.ne(self.dictionary.pad()).sum(1)) if self._recorder is not None else None
         return OneBest(tokens=tokens, truncated=torch.tensor(truncated, device=tokens.device), states=states)
 
 

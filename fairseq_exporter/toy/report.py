@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from fairseq_exporter.generate_output import read_generate_output
+from fairseq_exporter.results_table import fmt, markdown_table, paired_cell
 
 
 class Row(NamedTuple):
@@ -240,16 +241,6 @@ def build_results(work: Path):
             "seconds": read_seconds(work / "stage-seconds.tsv")}
 
 
-def fmt(value, digits=2):
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def paired_cell(figures: Optional[dict]):
-    if figures is None or figures["dbleu"] is None:
-        return "—"
-    return f"{figures['dbleu']:+.2f} (p={figures['p']:.3f})"
-
-
 def duration(seconds: float):
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
@@ -258,12 +249,6 @@ def duration(seconds: float):
 def time_line(seconds: dict):
     per_stage = ", ".join(f"{stage} {duration(s)}" for stage, s in seconds.items())
     return f"{per_stage}; total {duration(sum(seconds.values()))}"
-
-
-def markdown_table(head, rows):
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def results_table(results: dict):

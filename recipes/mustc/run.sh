@@ -96,8 +96,8 @@ train_launcher=          # a command put before "python -m fairseq_cli.train" (s
 python=${PYTHON:-}
 # ---- end of settings ------------------------------------------------------------------------------
 
-log() { echo -e "$(date '+%H:%M:%S') [mustc] $*"; }
-die() { echo "$(date '+%H:%M:%S') [mustc] ERROR: $*" >&2; exit 1; }
+tag=mustc
+source "$(dirname "$0")/../lib.sh"  # log, die, run_step, run, step_done, mark_done, score
 
 settings=$(sed -n '/^# ---- settings/,/^# ---- end of settings/s/^\([a-z][a-z0-9_]*\)=.*/\1/p' "$0")
 while [ $# -gt 0 ]; do
@@ -123,6 +123,7 @@ data=$out/data           # fbank80.zip or joined manifests, dictionaries, config
 text=$out/text           # MT text, raw and in dictionary symbols
 gen=$out/gen             # fairseq-generate outputs and scores, gen/TEST_SET/SYSTEM/
 commands=$out/commands.sh
+logs=$out/logs
 mkdir -p "$data" "$text" "$gen"
 src=en
 tgt=$lang
@@ -162,30 +163,14 @@ fi
 asr_dict_flag=(); [ -n "$asr_dict" ] && asr_dict_flag=(--asr-dict "$asr_dict")
 mt_adapted=$out/mt-adapted/checkpoint_best.pt
 
-# Run a command, keep its whole log in logs/NAME.log, record it in commands.sh; on failure show its end.
-# A fairseq-train that logged "done training" has saved its last checkpoint: an abort after that
-# (exit 134 at interpreter exit) is reported, not taken as a failure.
-run_command() {
-  local name=$1; shift
-  printf '%q ' "$@" >> "$commands"; echo >> "$commands"
-  local rc=0
-  "$@" > "$out/logs/$name.log" 2>&1 || rc=$?
-  if [ $rc -eq 134 ] && [[ "$name" == train-* ]] && grep -q "done training in" "$out/logs/$name.log"; then
-    log "  $name: fairseq-train finished and saved, then aborted at exit (134); continuing"
-  elif [ $rc -ne 0 ]; then
-    tail -n 30 "$out/logs/$name.log" >&2
-    die "$name failed (exit $rc; full log: $out/logs/$name.log)"
-  fi
-}
-run() { local name=$1; shift; run_command "$name" "$python" -m "$@"; }  # a stock CLI: python -m MODULE
 eval "train_runner=($train_launcher \"\$python\" -m)"
-# fairseq-train into SAVE_DIR unless SAVE_DIR/train.done says it finished; a stopped run resumes.
+# fairseq-train into SAVE_DIR unless SAVE_DIR/done-train says it finished; a stopped run resumes.
 train() {
   local name=$1 save=$2; shift 2
-  if [ -f "$save/train.done" ]; then log "  $name: done before, skipped ($save)"; return; fi
-  run_command "train-$name" "${train_runner[@]}" fairseq_cli.train "$@" --save-dir "$save" "${common[@]}" \
+  if step_done "$save" train; then log "  $name: done before, skipped ($save)"; return; fi
+  run_step "train-$name" "${train_runner[@]}" fairseq_cli.train "$@" --save-dir "$save" "${common[@]}" \
     "${extra_train_flags[@]}" "${fp16_flag[@]}"
-  touch "$save/train.done"
+  mark_done "$save" train
   log "  $name: $(grep -E '\| (dev|valid|dev_asr) \|' "$out/logs/train-$name.log" | tail -n 1 | sed 's/.*| \(dev\|valid\|dev_asr\) | //' | cut -c1-200)"
 }
 # The raw src_text / tgt_text column of a manifest of this recipe (id audio n_frames src_text tgt_text speaker).
@@ -225,9 +210,7 @@ evaluate() {  # system checkpoint coupling [baseline]
         --results-path "$dir" "${fp16_flag[@]}" "${generate_flags[@]}"
     fi
     if [ -n "$baseline" ] && [ ! -f "$dir/score.json" ]; then
-      run "score-$test-$system" fairseq_exporter.cli.score "$dir/generate-$test.txt" \
-        "$gen/$test/$baseline/generate-$test.txt" --json "$dir/score.json"
-      log "  $test $system vs $baseline: $(awk '/^(BLEU|chrF2) /{printf "%s %s (p=%s)  ", $1, $2, $3}' "$out/logs/score-$test-$system.log")"
+      score "$test-$system" "$dir/generate-$test.txt" "$gen/$test/$baseline/generate-$test.txt"
     fi
   done
 }
@@ -371,43 +354,10 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: results table ($out/results.md)"
-  # The baselines' figures come from the "baseline" part of the score of the systems compared with them.
-  "$python" - "$gen" "$out/results.md" $test_sets <<'EOF'
-import json, sys
-from pathlib import Path
-
-gen, out, tests = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-rows = [("1-best cascade", "onebest", None), ("stage 1: exporter only (ASR, MT frozen)", "stage1", "onebest"),
-        ("stage 2: ASR + exporter, MT frozen", "stage2", "onebest"),
-        ("adapted MT: 1-best cascade", "adapted-onebest", None),
-        ("stage 3: ASR + exporter, adapted MT frozen", "stage3", "adapted-onebest")]
-fmt = lambda v: "—" if v is None else f"{v:.2f}"
-text = ["# MuST-C: exporter-coupled cascade vs 1-best cascade", "",
-        "WER of the ASR 1-best; BLEU and chrF (sacreBLEU) of the translations; ΔBLEU and p from "
-        "sacreBLEU's paired bootstrap against the 1-best cascade on the same MT.", ""]
-signature = None
-for test in tests:
-    scores = {}
-    for path in sorted((gen / test).glob("*/score.json")):
-        s = json.loads(path.read_text())
-        scores[path.parent.name] = s
-        baseline_name = Path(s["baseline"]["path"]).parent.name
-        scores.setdefault(baseline_name, s["baseline"])
-        signature = signature or s.get("signature_bleu")
-    if not scores:
-        continue
-    text += [f"## {test}", "", "| system | n | WER | BLEU | chrF | ΔBLEU vs its 1-best (p) |", "|---|---|---|---|---|---|"]
-    for label, name, baseline in rows:
-        s = scores.get(name)
-        if s is None:
-            continue
-        delta = f"{s['delta_bleu']:+.2f} (p={s['p_bleu']:.3f})" if baseline and "delta_bleu" in s else "—"
-        text.append(f"| {label} | {s['n']} | {fmt(s.get('wer'))} | {fmt(s['bleu'])} | {fmt(s['chrf'])} | {delta} |")
-    text.append("")
-if signature is None:
-    sys.exit(f"no score.json under {gen}/*/: run stages 5-7 first")
-text += [f"BLEU signature: `{signature}`", ""]
-out.write_text("\n".join(text))
-print("\n".join(text))
-EOF
+  # a report of what is there, remade on every run: not a step of commands.sh
+  "$python" -m fairseq_exporter.results_table "$gen" "$out/results.md" $test_sets \
+    --title "MuST-C: exporter-coupled cascade vs 1-best cascade" \
+    --row "1-best cascade=onebest" --row "stage 1: exporter only (ASR, MT frozen)=stage1:onebest" \
+    --row "stage 2: ASR + exporter, MT frozen=stage2:onebest" --row "adapted MT: 1-best cascade=adapted-onebest" \
+    --row "stage 3: ASR + exporter, adapted MT frozen=stage3:adapted-onebest"
 fi

@@ -35,7 +35,8 @@ seeds=              # --seeds 1,2,3: the study once per seed, then one report ov
 seed_given=; work_given=; results_given=
 passed=()           # the options each seed's run gets
 
-log() { echo -e "$(date '+%H:%M:%S') [toy] $*"; }
+tag=toy
+source "$(dirname "$0")/../lib.sh"  # log, run, step_done, mark_done, score
 started=$(date +%s)
 elapsed() { local s=$(( $(date +%s) - started )); printf '%d min %02d s' $((s / 60)) $((s % 60)); }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -101,6 +102,7 @@ data=$work/data
 st=$data/st
 mkdir -p "$work/logs" "$work/gen" "$results"
 commands=$work/commands.sh
+logs=$work/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 # Sizes. full: the study; quick: every stage, tiny models (minutes: ~45 fairseq start-ups).
@@ -144,37 +146,20 @@ stage2_flags=(--ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight $stage2_
 common=(--no-progress-bar --log-format json --log-interval 50 --seed "$seed" --num-workers 0
         --data-buffer-size 0 --no-epoch-checkpoints)
 
-# Run a stock CLI, keep its full log, record the command; on failure show the log's end.
-# A fairseq-train that logged "done training" has saved its last checkpoint: an abort after that
-# (exit 134 at interpreter exit, see --data-buffer-size above) is reported, not taken as a failure.
-run() {
-  local name=$1; shift
-  echo "$*" | sed "s#$repo/##g" >> "$commands"
-  local rc=0
-  "$python" -m "$@" > "$work/logs/$name.log" 2>&1 || rc=$?
-  if [ $rc -eq 134 ] && [ "$1" = fairseq_cli.train ] && grep -q "done training in" "$work/logs/$name.log"; then
-    log "  $name: fairseq-train finished and saved, then aborted at exit (134); continuing"
-  elif [ $rc -ne 0 ]; then
-    tail -n 30 "$work/logs/$name.log" >&2
-    log "FAILED: $name (exit $rc; full log: $work/logs/$name.log)"; exit 1
-  fi
-}
-# A training step is done when its marker for the requested --max-update exists; otherwise
-# fairseq-train resumes from the save dir's checkpoint_last.pt (so raising a max-update extends).
-trained() { [ -f "$1/done-$2" ]; }
+# A training step is done when its marker for the requested --max-update exists (step_done);
+# otherwise fairseq-train resumes from the save dir's checkpoint_last.pt (so raising a max-update extends).
 record_seconds() {  # wall-clock seconds of the stage that just ended, for the log and the report
   local s=$(( $(date +%s) - stage_started ))
   printf '%s\t%d\n' "$1" $s >> "$work/stage-seconds.tsv"
   log "  ($1: $((s / 60)) min $((s % 60)) s)"
 }
-mark_trained() { touch "$1/done-$2"; }
 last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
 exporter_train() {  # name save_dir mt_checkpoint max_update exporter-source extra-flags...
   local name=$1 save=$2 mt=$3 updates=$4 source=$5; shift 5
-  trained "$save" "$updates" && { log "  $name: trained, skipped"; return; }
+  step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml config_st.yaml \
     --train-subset train --valid-subset dev \
@@ -187,7 +172,7 @@ exporter_train() {  # name save_dir mt_checkpoint max_update exporter-source ext
     --validate-interval-updates $valid_every --save-interval-updates $valid_every --keep-interval-updates 1 \
     --validate-interval 1000 --save-interval 1000 \
     --max-update "$updates" --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
-  mark_trained "$save" "$updates"
+  mark_done "$save" "$updates"
   log "  $name: $(last_dev "train-$name")"
 }
 
@@ -206,10 +191,7 @@ evaluate() {  # name checkpoint coupling [baseline-name]
       --path "$ckpt" --coupling "$coupling" --max-tokens $max_tokens_st --log-format json \
       --onebest-max-len $onebest_max_len
   fi
-  local args=("$out/generate-test.txt")
-  [ -n "$baseline" ] && args+=("$work/gen/$baseline/generate-test.txt")
-  run "score-$name" fairseq_exporter.cli.score "${args[@]}" --json "$out/score.json"
-  log "  $name: $(grep -m1 '^system' "$work/logs/score-$name.log" | tr -s ' ')"
+  score "$name" "$out/generate-test.txt" ${baseline:+"$work/gen/$baseline/generate-test.txt"}
 }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -227,14 +209,14 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
       --trainpref "$data/text/general.train" --validpref "$data/text/general.valid" \
       --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-bin" --workers 2
   fi
-  if ! trained "$work/mt" $mt_updates; then
+  if ! step_done "$work/mt" $mt_updates; then
     run train-mt fairseq_cli.train "$work/mt-bin" --task translation --arch transformer "${mt_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.1 \
       --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr 3e-3 --lr-scheduler inverse_sqrt --warmup-updates 100 \
       --max-tokens $max_tokens_mt --max-update $mt_updates --save-dir "$work/mt" "${common[@]}" \
       --user-dir "$user_dir"
-    mark_trained "$work/mt" $mt_updates
+    mark_done "$work/mt" $mt_updates
     log "  MT: $(grep '| valid |' "$work/logs/train-mt.log" | tail -n 1 | sed 's/.*| valid | //' | cut -c1-160)"
   fi
   record_seconds mt
@@ -247,7 +229,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     [ -e "$done_marker" ] && [ "$done_marker" != "$work/asr/done-$asr_updates" ] && {
       log "$work/asr was trained to ${done_marker##*-} updates; for --asr-updates $asr_updates use a new --work" >&2; exit 2; }
   done
-  if ! trained "$work/asr" $asr_updates; then
+  if ! step_done "$work/asr" $asr_updates; then
     run train-asr fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
       --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.1 \
@@ -256,7 +238,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
       --warmup-updates $asr_warmup --total-num-update $asr_updates --end-learning-rate $asr_end_lr --curriculum 2 \
       --clip-norm 10 --max-tokens $max_tokens_asr --max-update $asr_updates \
       --save-dir "$work/asr" "${common[@]}" --user-dir "$user_dir"
-    mark_trained "$work/asr" $asr_updates
+    mark_done "$work/asr" $asr_updates
     log "  ASR: $(grep '| dev_asr |' "$work/logs/train-asr.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
   fi
   record_seconds asr
@@ -292,9 +274,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     --finetune-from-model "$work/stage1/checkpoint_best.pt" \
     --freeze-mt --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
   evaluate control "$work/control/checkpoint_best.pt" onebest onebest
-  run score-stage2-vs-control fairseq_exporter.cli.score "$work/gen/stage2/generate-test.txt" \
-    "$work/gen/control/generate-test.txt" --json "$work/gen/stage2/vs-control.json"
-  log "  stage 2 vs control: $(grep -m1 '^system' "$work/logs/score-stage2-vs-control.log" | tr -s ' ')"
+  score stage2-vs-control "$work/gen/stage2/generate-test.txt" "$work/gen/control/generate-test.txt" \
+    "$work/gen/stage2/vs-control.json"
   record_seconds stage2
 fi
 
@@ -306,7 +287,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --trainpref "$data/text/task.train" --validpref "$data/text/task.valid" \
       --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/mt-task-bin" --workers 2
   fi
-  if ! trained "$work/mt-adapted" $mt_adapt_updates; then
+  if ! step_done "$work/mt-adapted" $mt_adapt_updates; then
     run train-mt-adapted fairseq_cli.train "$work/mt-task-bin" --task translation --arch transformer "${mt_arch[@]}" \
       --share-decoder-input-output-embed --dropout 0.1 \
       --finetune-from-model "$work/mt/checkpoint_best.pt" \
@@ -314,7 +295,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 \
       --max-tokens $max_tokens_mt --max-update $mt_adapt_updates --save-dir "$work/mt-adapted" "${common[@]}" \
       --user-dir "$user_dir"
-    mark_trained "$work/mt-adapted" $mt_adapt_updates
+    mark_done "$work/mt-adapted" $mt_adapt_updates
   fi
   exporter_train stage3-exporter "$work/stage3-exporter" "$work/mt-adapted/checkpoint_best.pt" $stage1_updates ctc \
     --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $stage1_lr
