@@ -34,11 +34,6 @@ def _numpy_globals():
     return allowed
 
 
-def global_name(entry) -> str:
-    """The pickled name an allowlist entry admits: ``(obj, name)`` or ``obj``'s own."""
-    return entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
-
-
 def allowed_checkpoint_globals():
     """The only non-torch globals a fairseq checkpoint may carry."""
     return [argparse.Namespace] + _numpy_globals()

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 import fairseq_exporter  # noqa: F401  (registers the allowlist)
-from fairseq_exporter.compat import allowed_checkpoint_globals, global_name
+from fairseq_exporter.compat import allowed_checkpoint_globals
+
+
+def global_name(entry) -> str:
+    """The pickled name an allowlist entry admits: ``(obj, name)`` or ``obj``'s own."""
+    return entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
 
 # torch < 2.4 (torch 1.12.1 of the Python 3.10 install path) loads without an allowlist
 needs_weights_only = pytest.mark.skipif(not hasattr(torch.serialization, "add_safe_globals"),

@@ -10,8 +10,9 @@ import pytest
 import torch
 from exporter_setup import build, first_batch
 from test_coupling import _generate
+from test_ctc_segments import greedy_path
 
-from fairseq_exporter.models.ctc import ctc_log_probs, frame_lengths, greedy_path
+from fairseq_exporter.models.ctc import ctc_log_probs, frame_lengths
 from fairseq_exporter.models.exporter import nearest_rows
 
 

@@ -8,13 +8,25 @@ import torch
 from fairseq_exporter.models.ctc import (
     CTCSearch,
     forced_segments,
-    greedy_path,
     pool_segments,
     prefix_beam_search,
     to_mt_source,
 )
 
 BLANK, PAD, EOS = 0, 1, 2  # fairseq's dictionary: <s> (the CTC blank), <pad>, </s>
+
+
+def greedy_path(lprobs, blank):
+    """The best path's definition, one utterance (T x V, real frames): frame argmax, repeats
+    collapsed, blanks dropped; each label with its run of frames. What CTCSearch batches."""
+    labels, counts = torch.unique_consecutive(lprobs.argmax(-1), return_counts=True)
+    ends = counts.cumsum(0)
+    tokens, segments = [], []
+    for label, end, count in zip(labels.tolist(), ends.tolist(), counts.tolist()):
+        if label != blank:
+            tokens.append(label)
+            segments.append((end - count, end))
+    return tokens, segments
 
 
 class _Dictionary:

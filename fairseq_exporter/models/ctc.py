@@ -66,25 +66,6 @@ def ctc_log_probs(head: nn.Linear, asr_encoder_out) -> Tensor:
 
 # ---- search ----------------------------------------------------------------------
 
-def greedy_path(lprobs: Tensor, blank: int) -> Tuple[List[int], List[Segment]]:
-    """Best path of one utterance (T x V, real frames only): frame argmax, repeats
-    collapsed, blanks dropped; each label with its run of frames."""
-    return collapse(lprobs.argmax(-1), blank)
-
-
-def collapse(best: Tensor, blank: int) -> Tuple[List[int], List[Segment]]:
-    """The labels of a frame-label sequence (T) with repeats collapsed and blanks
-    dropped, each with its run of frames."""
-    labels, counts = torch.unique_consecutive(best, return_counts=True)
-    ends = counts.cumsum(0)
-    tokens, segments = [], []
-    for label, end, count in zip(labels.tolist(), ends.tolist(), counts.tolist()):
-        if label != blank:
-            tokens.append(label)
-            segments.append((end - count, end))
-    return tokens, segments
-
-
 def _logaddexp(a: float, b: float) -> float:
     if a == float("-inf"):
         return b
@@ -227,7 +208,7 @@ class CTCSearch:
     def greedy(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
         """Best path of the whole batch with tensor ops, on the device (no loop over
         utterances or tokens: on a GPU a Python loop would cost more than the encoder).
-        The same result as ``collapse`` + ``to_mt_source`` per utterance (tested)."""
+        The same result as the best path + ``to_mt_source`` per utterance (tested)."""
         best = lprobs.argmax(-1).t()  # B x T
         bsz, n_frames = best.shape
         lengths = lengths.to(best.device)
