@@ -39,5 +39,5 @@ score() {
   local name=$1 system=$2 baseline=${3:-} json=${4:-$(dirname "$2")/score.json}
   local args=("$system"); [ -n "$baseline" ] && args+=("$baseline")
   run "score-$name" fairseq_exporter.cli.score "${args[@]}" --json "$json"
-  log "  $name: $(grep -E '^(system|BLEU|chrF2) ' "$logs/score-$name.log" | tr -s ' ' | paste -sd ';' -)"
+  log "  $name: $(grep -E '^(system|BLEU|chrF2) ' "$logs/score-$name.log" | grep -v ' signature:' | tr -s ' ' | paste -sd ';' -)"
 }

@@ -32,7 +32,7 @@ def test_eval_bleu_args_set_the_search_and_each_batch_logs_bleu_statistics(casca
     assert log["_bleu_sys_len"] == expected.sys_len and log["_bleu_ref_len"] == expected.ref_len
 
 
-@pytest.mark.parametrize("value, message", [("{beam: 2}", "is not JSON"), ("[2]", "a JSON object")])
-def test_eval_bleu_args_that_are_not_a_json_object_are_refused(cascade, value, message):
-    with pytest.raises(ValueError, match=rf"--eval-bleu-args .*{message}"):
+@pytest.mark.parametrize("value", ["{beam: 2}", "[2]"])
+def test_eval_bleu_args_that_are_not_a_json_object_are_refused(cascade, value):
+    with pytest.raises(ValueError, match=r"--eval-bleu-args: not a JSON object: "):
         build(cascade, "--eval-bleu", "--eval-bleu-args", value)

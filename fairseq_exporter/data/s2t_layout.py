@@ -299,7 +299,7 @@ def bpe_tokenizer_spec(spec: Optional[str], what: str = "bpe") -> Optional[dict]
         return None
     spec = spec.strip()
     if spec.startswith("{"):
-        return _json_object(spec, what)
+        return json_object(spec, what)
     if not Path(spec).is_file():
         raise LayoutError(f"{what} {spec}: no such file (give a sentencepiece .model, a JSON "
                           "bpe_tokenizer object, or none)")
@@ -311,10 +311,11 @@ def pre_tokenizer_spec(spec: Optional[str], what: str = "pre-tokenizer") -> Opti
     '{"tokenizer": "moses", "source_lang": "en"}', or "none"/empty."""
     if spec is None or spec.strip().lower() in ("", "none"):
         return None
-    return _json_object(spec.strip(), what)
+    return json_object(spec.strip(), what)
 
 
-def _json_object(text: str, what: str) -> dict:
+def json_object(text: str, what: str) -> dict:
+    """``text`` parsed as a JSON object, or a LayoutError naming ``what`` (an option, a file)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

@@ -4,7 +4,6 @@ transcript in the MT source vocabulary beside the translation, and a
 transcript (``S-<id>``) of each utterance, so WER is scored from the same run.
 """
 
-import json
 import logging
 import sys
 from argparse import Namespace
@@ -18,6 +17,7 @@ from fairseq.tasks.speech_to_text import SpeechToTextTask
 from omegaconf import open_dict
 
 from fairseq_exporter import generate_output
+from fairseq_exporter.data import s2t_layout
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
 from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
 from fairseq_exporter.models.coupling import COUPLINGS
@@ -247,13 +247,7 @@ EVAL_BLEU_DEFAULTS = dict(beam=1, max_len_a=0, max_len_b=200, min_len=1, prefix_
 
 
 def _eval_bleu_args(args) -> dict:
-    text = getattr(args, "eval_bleu_args", None) or "{}"
-    try:
-        given = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--eval-bleu-args {text!r} is not JSON: {err}") from err
-    if not isinstance(given, dict):
-        raise ValueError(f"--eval-bleu-args {text!r}: a JSON object of generation args, e.g. '{{\"beam\": 4}}'")
+    given = s2t_layout.json_object(getattr(args, "eval_bleu_args", None) or "{}", "--eval-bleu-args")
     return {**EVAL_BLEU_DEFAULTS, **given}
 
 
