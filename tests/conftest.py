@@ -7,6 +7,9 @@ import pytest
 # The tests start many fairseq processes one after another on small CPU machines; one
 # OpenMP thread each avoids oversubscription when a test and its subprocess overlap.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The recipes the tests run use the tests' own interpreter (and so its venv), whatever
+# PYTHON the environment holds (`make test PYTHON=python3.10` exports the bare interpreter).
+os.environ["PYTHON"] = sys.executable
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -113,7 +113,7 @@ def test_unreadable_audio_is_named_by_utterance_and_path_before_training(cascade
 def short_mt(cascade, tmp_path_factory):
     """The tiny MT with 4 source positions (sinusoidal: same weights), so the ASR
     1-best of most utterances is too long for it."""
-    state = torch.load(cascade["mt"], weights_only=True)
+    state = torch.load(cascade["mt"])
     state["cfg"]["model"].max_source_positions = 4
     path = tmp_path_factory.mktemp("short_mt") / "mt4.pt"
     torch.save(state, path)
@@ -162,7 +162,7 @@ def test_onebest_longer_than_mt_positions_is_cut_and_counted_without_nan(filtere
 def test_exporter_checkpoint_with_mt_of_another_embedding_size_names_the_option(
         cascade, user_dir, tmp_path, filtered_run):
     # an MT of embedding size 48 with the same dictionaries (untrained weights suffice)
-    state = torch.load(cascade["mt"], weights_only=True)
+    state = torch.load(cascade["mt"])
     m = state["cfg"]["model"]
     for key in ("encoder_embed_dim", "decoder_embed_dim", "decoder_input_dim", "decoder_output_dim"):
         setattr(m, key, 48)

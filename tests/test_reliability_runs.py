@@ -41,7 +41,7 @@ def _losses(log):
 
 
 def _params(path):
-    return torch.load(path, weights_only=True)["model"]
+    return torch.load(path)["model"]
 
 
 def test_sigkill_mid_run_then_same_command_resumes_to_the_uninterrupted_parameters(cascade, user_dir, tmp_path):
@@ -107,10 +107,10 @@ def test_kill_while_writing_checkpoints_leaves_the_old_ones_loadable(tmp_path):
     _killed_midway(lambda: checkpoint_utils.torch_persistent_save(new, str(best)))
     _killed_midway(lambda: checkpoint_utils.PathManager.copy(str(first), str(last), overwrite=True))
     for path in (last, best):
-        assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], old["model"]["w"]), path
+        assert torch.equal(torch.load(path)["model"]["w"], old["model"]["w"]), path
     # and a copy that is not killed does replace the target
     checkpoint_utils.PathManager.copy(str(first), str(last), overwrite=True)
-    assert torch.equal(torch.load(last, weights_only=True)["model"]["w"], new["model"]["w"])
+    assert torch.equal(torch.load(last)["model"]["w"], new["model"]["w"])
 
 
 def test_torch_ddp_needs_no_find_unused_parameters(cascade, monkeypatch):
@@ -145,7 +145,7 @@ def test_torch_ddp_needs_no_find_unused_parameters(cascade, monkeypatch):
 def dropout_free_asr(cascade, tmp_path_factory):
     """The tiny ASR without dropout, so that one and two processes compute the same
     thing (fairseq seeds dropout per update, not per micro-batch)."""
-    state = torch.load(cascade["asr"], weights_only=True)
+    state = torch.load(cascade["asr"])
     for key in ("dropout", "attention_dropout", "activation_dropout", "relu_dropout"):
         setattr(state["cfg"]["model"], key, 0.0)
     path = tmp_path_factory.mktemp("asr") / "asr_nodropout.pt"
