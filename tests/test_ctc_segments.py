@@ -5,13 +5,8 @@ import math
 
 import torch
 
-from fairseq_exporter.models.ctc import (
-    CTCSearch,
-    forced_segments,
-    pool_segments,
-    prefix_beam_search,
-    to_mt_source,
-)
+from ctc_reference import forced_segments, prefix_beam_one_by_one, prefix_beam_search
+from fairseq_exporter.models.ctc import CTCSearch, pool_segments, to_mt_source
 
 BLANK, PAD, EOS = 0, 1, 2  # fairseq's dictionary: <s> (the CTC blank), <pad>, </s>
 
@@ -153,3 +148,44 @@ def test_batched_greedy_search_equals_the_per_utterance_best_path():
             assert found.tokens[b].tolist() == tokens + [PAD] * (found.tokens.size(1) - len(tokens)), (trial, b)
             assert found.segments[b, : len(tokens)].tolist() == segments, (trial, b)
             assert found.segments[b, len(tokens):].abs().sum() == 0
+
+
+def _random_ctc_batch(gen, bsz, n_frames, vocab, peaky):
+    """T x B x V log-probs without ties: Gaussian logits, scaled up to make some frames
+    confident (runs, repeats across a blank) as a trained CTC head is."""
+    scale = torch.where(torch.rand(n_frames, bsz, 1, generator=gen) < peaky, 6.0, 1.5)
+    logits = torch.randn(n_frames, bsz, vocab, generator=gen) * scale
+    logits[..., BLANK] += 2.0 * torch.rand(n_frames, bsz, generator=gen)  # blanks frequent, as trained
+    return logits.log_softmax(-1)
+
+
+def test_batched_prefix_beam_search_equals_the_per_utterance_definition():
+    """Random batches (beams 2-6, vocabularies 3-8 with blank, pad and </s>; empty and
+    one-frame utterances; rows cut to the MT positions): the batched search gives each
+    utterance the tokens, segments and cut flag of tests/ctc_reference.py."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(150):
+        beam, vocab = int(torch.randint(2, 7, (1,), generator=gen)), int(torch.randint(3, 9, (1,), generator=gen))
+        bsz, n_frames = int(torch.randint(1, 6, (1,), generator=gen)), int(torch.randint(1, 16, (1,), generator=gen))
+        lp = _random_ctc_batch(gen, bsz, n_frames, vocab, peaky=float(torch.rand(1, generator=gen)))
+        lengths = torch.randint(0, n_frames + 1, (bsz,), generator=gen)
+        lengths[0] = n_frames
+        max_len, positions = [(200, 1024), (3, 1024), (200, 3)][trial % 3]
+        found = CTCSearch(_Dictionary(), beam=beam, max_len=max_len, max_source_positions=positions)(lp, lengths)
+        expected = prefix_beam_one_by_one(lp, lengths, BLANK, PAD, EOS, beam, max_len, positions)
+        assert found.tokens.size(1) == max(len(tokens) for tokens, _, _ in expected)
+        for b, (tokens, segments, truncated) in enumerate(expected):
+            where = (trial, b, beam, vocab)
+            assert found.tokens[b].tolist() == tokens + [PAD] * (found.tokens.size(1) - len(tokens)), where
+            assert found.segments[b, : len(tokens)].tolist() == segments, where
+            assert found.segments[b, len(tokens):].abs().sum() == 0, where
+            assert bool(found.truncated[b]) == truncated, where
+
+
+def test_prefix_beam_ties_go_to_the_lower_label_in_both_searches():
+    """Two labels with equal posteriors on every frame: a tie the order rule settles
+    (the lower label), the same way in the batched search and the definition."""
+    p = torch.tensor([[0.2, 0.0, 0.0, 0.4, 0.4]] * 2).clamp(min=1e-12).log()  # [3] and [4]: .32 each
+    assert prefix_beam_search(p, BLANK, beam=3) == [3]
+    found = CTCSearch(_Dictionary(), beam=3, max_len=200, max_source_positions=1024)(p.unsqueeze(1), torch.tensor([2]))
+    assert found.tokens.tolist() == [[3, EOS]]

@@ -17,13 +17,11 @@ wins on every frame of the run.
 """
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from fairseq.data import data_utils
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
@@ -66,89 +64,160 @@ def ctc_log_probs(head: nn.Linear, asr_encoder_out) -> Tensor:
 
 # ---- search ----------------------------------------------------------------------
 
-def _logaddexp(a: float, b: float) -> float:
-    if a == float("-inf"):
-        return b
-    if b == float("-inf"):
-        return a
-    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+def candidate_labels(lprobs: Tensor, k: int) -> Tensor:
+    """Each frame's ``k`` most likely labels (``lprobs`` ... x V -> ... x k), most likely
+    first, equal log-probs in label order: ``topk`` alone leaves the order of ties to the
+    implementation, and a stable sort of the whole vocabulary costs ~10x a topk."""
+    V = lprobs.size(-1)
+    if k < V:
+        values, labels = lprobs.topk(k + 1, dim=-1)
+        ambiguous = values[..., k - 1] == values[..., k]  # a tie across the cut: which labels?
+        labels = labels[..., :k]
+    if k == V or bool(ambiguous.any()):  # rare with real log-probs: the labels by a pass over V
+        kth = lprobs.topk(k, dim=-1).values[..., -1:]
+        above, tied = lprobs > kth, lprobs == kth
+        chosen = above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True)))
+        labels = (chosen * torch.arange(V, 0, -1, device=lprobs.device)).topk(k, dim=-1).indices
+    labels = labels.sort(dim=-1).values  # label order, then stably by log-prob
+    return labels.gather(-1, lprobs.gather(-1, labels).sort(dim=-1, descending=True, stable=True).indices)
 
 
-def prefix_beam_search(lprobs: Tensor, blank: int, beam: int) -> List[int]:
-    """CTC prefix beam search of one utterance (T x V): the label sequence whose summed
-    path probability is (approximately) highest, not just the best single path. Each
-    frame extends only its ``beam`` most likely labels."""
-    neg_inf = float("-inf")
-    # prefix -> (log p ending in blank, log p ending in its last label)
-    beams = {(): (0.0, neg_inf)}
-    lp = lprobs.float().cpu()
-    for t in range(lp.size(0)):
-        frame = lp[t]
-        top = frame.topk(min(beam, frame.numel())).indices.tolist()
-        if blank not in top:
-            top.append(blank)
-        nxt = {}
+def prefix_beam_search(lprobs: Tensor, lengths: Tensor, blank: int, beam: int) -> Tuple[Tensor, Tensor]:
+    """CTC prefix beam search of a batch (``lprobs`` T x B x V, ``lengths`` real frames):
+    per utterance, the label sequence whose summed path probability is (approximately)
+    highest, not just the best single path; each frame extends only its ``beam`` most
+    likely labels. Returns labels B x N (-1 past each end) and their counts (B).
 
-        def add(prefix, p_b, p_nb):
-            old_b, old_nb = nxt.get(prefix, (neg_inf, neg_inf))
-            nxt[prefix] = (_logaddexp(old_b, p_b), _logaddexp(old_nb, p_nb))
+    Batch x beam in tensor ops, one step per frame (a loop over utterances and prefixes
+    in Python took 30-120 ms an utterance). Scores are summed in float64. Ties are broken
+    by order, as the per-utterance definition in tests/ctc_reference.py breaks them: a
+    frame's candidate labels are its ``beam`` most likely (equal log-probs: lower label
+    first) then the blank; equal prefix scores keep the order in which the prefixes were
+    first produced (beam rank, then candidate label, the prefix itself before the
+    prefix + label); the 1-best is the first prefix of the last beam."""
+    T, B, V = lprobs.shape
+    dev = lprobs.device
+    K, Kt = beam, min(beam, V)
+    lengths = lengths.to(dev)
+    neg_inf = torch.tensor(float("-inf"), dtype=torch.float64, device=dev)
+    prefix = torch.full((B, K, T + 1), -1, dtype=torch.long, device=dev)  # labels, -1 past the end
+    n_labels = torch.zeros(B, K, dtype=torch.long, device=dev)
+    last = torch.full((B, K), -1, dtype=torch.long, device=dev)  # -1: the empty prefix
+    p_b = torch.full((B, K), float("-inf"), dtype=torch.float64, device=dev)
+    p_b[:, 0] = 0.0
+    p_nb = torch.full_like(p_b, float("-inf"))
+    alive = torch.zeros(B, K, dtype=torch.bool, device=dev)
+    alive[:, 0] = True
+    slots = torch.arange(K, device=dev)
+    width = Kt + 1  # candidate positions per prefix: the top labels, then the blank if not among them
+    never = 2 * K * width + 2  # order of what does not exist
+    chunk = max(1, (1 << 22) // max(B * V, 1))  # frames whose candidates are found at once
+    for t in range(T):
+        if t % chunk == 0:
+            tops = candidate_labels(lprobs[t: t + chunk], Kt)
+        frame = lprobs[t]  # B x V
+        top = tops[t % chunk]  # B x Kt
+        top_lp = frame.gather(1, top).double()
+        blank_at = torch.where(top.eq(blank).any(1), top.eq(blank).int().argmax(1), Kt)  # B
+        total = torch.logaddexp(p_b, p_nb)  # B x K
+        is_last = top.unsqueeze(1).eq(last.unsqueeze(2))  # B x K x Kt: the candidate repeats the prefix's label
+        last_on_top = is_last.any(-1)
+        last_at = is_last.int().argmax(-1)
+        # the prefix itself: after a blank, or its last label continuing
+        stay_b = total + frame[:, blank].double().unsqueeze(1)
+        stay_nb = torch.where(last_on_top, p_nb + frame.gather(1, last.clamp(min=0)).double(), neg_inf)
+        stay_order = 2 * (slots * width + blank_at.unsqueeze(1))
+        stay_order = torch.where(last_on_top, torch.minimum(stay_order, 2 * (slots * width + last_at)), stay_order)
+        # the prefix + a label (after a blank if it repeats the last label)
+        grow = alive.unsqueeze(2) & top.ne(blank).unsqueeze(1)  # B x K x Kt
+        grow_nb = torch.where(is_last, p_b.unsqueeze(2), total.unsqueeze(2)) + top_lp.unsqueeze(1)
+        grow_order = (2 * (slots.unsqueeze(1) * width + torch.arange(Kt, device=dev)) + 1).expand(B, K, Kt)
+        # prefix j + label i may be prefix k of the beam: one prefix, its scores summed
+        n = int(n_labels.max()) + 1  # positions that hold a label, and one -1
+        head = prefix[:, :, :n].scatter(2, (n_labels - 1).clamp(min=0).unsqueeze(2), -1)  # without its last label
+        parent = (n_labels.unsqueeze(2) == n_labels.unsqueeze(1) + 1) & \
+            head.unsqueeze(2).eq(prefix[:, :, :n].unsqueeze(1)).all(-1) & alive.unsqueeze(2) & alive.unsqueeze(1)
+        same = parent.unsqueeze(3) & is_last.unsqueeze(2) & grow.unsqueeze(1)  # B x K(k) x K(j) x Kt(i)
+        # (at most one (j, i) per k: the max picks it, or -inf)
+        stay_nb = torch.logaddexp(stay_nb, torch.where(same, grow_nb.unsqueeze(1), neg_inf).flatten(2).amax(-1))
+        stay_order = torch.minimum(stay_order, torch.where(same, grow_order.unsqueeze(1), never).flatten(2).amin(-1))
+        grow = grow & ~same.any(1)
+        # the next beam: best scores first, equal scores in the order produced
+        score = torch.cat([torch.where(alive, torch.logaddexp(stay_b, stay_nb), neg_inf),
+                           torch.where(grow, grow_nb, neg_inf).flatten(1)], 1)
+        order = torch.cat([torch.where(alive, stay_order, never), torch.where(grow, grow_order, never).flatten(1)], 1)
+        exists = torch.cat([alive, grow.flatten(1)], 1)
+        by_order = order.argsort(dim=1, stable=True)
+        pick = by_order.gather(1, score.gather(1, by_order).sort(dim=1, descending=True, stable=True).indices)[:, :K]
+        from_slot = torch.cat([slots.expand(B, K), slots.view(1, K, 1).expand(B, K, Kt).flatten(1)], 1).gather(1, pick)
+        label = torch.cat([torch.full((B, K), -1, device=dev, dtype=torch.long),
+                           top.unsqueeze(1).expand(B, K, Kt).flatten(1)], 1).gather(1, pick)
+        new_b = torch.cat([stay_b, torch.full((B, K * Kt), float("-inf"), dtype=torch.float64, device=dev)], 1)
+        new_nb = torch.cat([stay_nb, grow_nb.flatten(1)], 1)
+        new_prefix = prefix[:, :, :n].gather(1, from_slot.unsqueeze(2).expand(B, K, n))
+        new_n = n_labels.gather(1, from_slot)
+        grows = label.ge(0)
+        new_prefix.scatter_(2, new_n.unsqueeze(2), torch.where(grows, label, -1).unsqueeze(2))
+        on = (t < lengths).view(B, 1)  # utterances that have ended keep their beam
+        prefix[:, :, :n] = torch.where(on.unsqueeze(2), new_prefix, prefix[:, :, :n])
+        n_labels = torch.where(on, new_n + grows.long(), n_labels)
+        last = torch.where(on, torch.where(grows, label, last.gather(1, from_slot)), last)
+        p_b = torch.where(on, new_b.gather(1, pick), p_b)
+        p_nb = torch.where(on, new_nb.gather(1, pick), p_nb)
+        alive = torch.where(on, exists.gather(1, pick), alive)
+    best_n = n_labels[:, 0]
+    return prefix[:, 0, : int(best_n.max()) if B else 0], best_n
 
-        for prefix, (p_b, p_nb) in beams.items():
-            total = _logaddexp(p_b, p_nb)
-            for c in top:
-                p = frame[c].item()
-                if c == blank:
-                    add(prefix, total + p, neg_inf)
-                elif prefix and prefix[-1] == c:
-                    add(prefix, neg_inf, p_nb + p)  # the same label continues
-                    add(prefix + (c,), neg_inf, p_b + p)  # a new occurrence after a blank
-                else:
-                    add(prefix + (c,), neg_inf, total + p)
-        beams = dict(sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam])
-    best = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))[0]
-    return list(best)
 
-
-def forced_segments(lprobs: Tensor, tokens: Sequence[int], blank: int) -> List[Segment]:
-    """Viterbi alignment of ``tokens`` to one utterance's frames (T x V): the run of
-    frames the best path spends on each token."""
-    T, n = lprobs.size(0), len(tokens)
-    if n == 0:
-        return []
-    ext = [blank]
-    for tok in tokens:
-        ext += [tok, blank]
-    S = len(ext)
-    emit = lprobs.float().cpu()[:, ext]  # T x S
-    ext_t = torch.tensor(ext)
-    # state s may also come from s-2 when it is a label differing from the label before it
-    skip = torch.zeros(S, dtype=torch.bool)
-    skip[2:] = ext_t[2:].ne(blank) & ext_t[2:].ne(ext_t[:-2])
-    neg_inf = torch.tensor(float("-inf"))
-    score = torch.full((S,), float("-inf"))
-    score[0] = emit[0, 0]
-    score[1] = emit[0, 1]
-    back = torch.zeros(T, S, dtype=torch.long)
+def forced_segments(lprobs: Tensor, lengths: Tensor, labels: Tensor, n_labels: Tensor, blank: int) -> Tensor:
+    """Viterbi alignment of each utterance's ``labels`` (B x N, ``n_labels`` real) to its
+    frames (``lprobs`` T x B x V, ``lengths`` real): the run of frames [start, end) the
+    best path spends on each label, B x N x 2. Equal scores: stay, then step, then skip.
+    A label the path could not place (fewer frames than labels need) gets the last frame."""
+    T, B, _ = lprobs.shape
+    dev = lprobs.device
+    N = labels.size(1)
+    S = 2 * N + 1
+    real = torch.arange(N, device=dev) < n_labels.unsqueeze(1)
+    ext = torch.full((B, S), blank, dtype=torch.long, device=dev)
+    ext[:, 1::2] = torch.where(real, labels, blank)
+    emit = lprobs.float().gather(2, ext.unsqueeze(0).expand(T, B, S))  # T x B x S
+    skip = torch.zeros(B, S, dtype=torch.bool, device=dev)  # s may come from s-2: a label unlike the one before
+    skip[:, 2:] = ext[:, 2:].ne(blank) & ext[:, 2:].ne(ext[:, :-2])
+    lengths = lengths.to(dev)
+    score = torch.full((B, S), float("-inf"), device=dev)
+    if T:
+        score[:, :2] = emit[0, :, :2]
+    neg = score.new_full((B, 2), float("-inf"))
+    moves = torch.zeros(T, B, S, dtype=torch.uint8, device=dev)  # 0 stay, 1 step, 2 skip
     for t in range(1, T):
-        stay = score
-        step = torch.cat([neg_inf.view(1), score[:-1]])
-        jump = torch.where(skip, torch.cat([neg_inf.repeat(2), score[:-2]]), neg_inf)
-        cand = torch.stack([stay, step, jump])  # 3 x S
-        best, arg = cand.max(0)
-        back[t] = torch.arange(S) - arg
-        score = best + emit[t]
-    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
-    states = [0] * T
+        step = torch.cat([neg[:, :1], score[:, :-1]], 1)
+        jump = torch.where(skip, torch.cat([neg, score[:, :-2]], 1), neg[:, :1])
+        move = step.gt(score).to(torch.uint8)
+        best = torch.maximum(score, step)
+        move = torch.where(jump.gt(best), 2, move)
+        best = torch.maximum(best, jump)
+        on = (t < lengths).unsqueeze(1)
+        moves[t] = move
+        score = torch.where(on, best + emit[t], score)
+    last_label = (2 * n_labels - 1).clamp(min=0)
+    final_blank = last_label + 1
+    s = torch.where(score.gather(1, final_blank.unsqueeze(1)) >= score.gather(1, last_label.unsqueeze(1)),
+                    final_blank.unsqueeze(1), last_label.unsqueeze(1)).squeeze(1)
+    start = lengths.view(B, 1).expand(B, N).clone()
+    end = torch.zeros(B, N, dtype=torch.long, device=dev)
     for t in range(T - 1, -1, -1):
-        states[t] = s
-        s = int(back[t, s]) if t > 0 else s
-    segments = [(T, 0)] * n
-    for t, s in enumerate(states):
-        if s % 2 == 1:
-            start, end = segments[s // 2]
-            segments[s // 2] = (min(start, t), max(end, t + 1))
-    # a token the path could not place (fewer frames than the labels need) still gets a frame
-    return [(s, e) if s < e else (T - 1, T) for s, e in segments]
+        on = t < lengths
+        label_here = on & s.remainder(2).eq(1)
+        at = torch.where(label_here, s // 2, 0).unsqueeze(1)
+        start.scatter_reduce_(1, at, torch.where(label_here, t, T + 1).view(B, 1), "amin")
+        end.scatter_reduce_(1, at, torch.where(label_here, t + 1, 0).view(B, 1), "amax")
+        if t > 0:
+            s = torch.where(on, s - moves[t].gather(1, s.unsqueeze(1)).squeeze(1).long(), s)
+    placed = start < end
+    last_frame = (lengths - 1).view(B, 1).expand(B, N)
+    segments = torch.stack([torch.where(placed, start, last_frame), torch.where(placed, end, last_frame + 1)], -1)
+    return segments.masked_fill(~real.unsqueeze(2), 0)
 
 
 def to_mt_source(tokens: Sequence[int], segments: Sequence[Segment], n_frames: int, eos: int,
@@ -250,24 +319,26 @@ class CTCSearch:
         return CTCOneBest(tokens, segments, truncated)
 
     def _prefix_beam(self, lprobs: Tensor, lengths: Tensor) -> CTCOneBest:
+        """The prefix beam search and each label's frames for the whole batch in tensor
+        ops; only the MT source format (a few list operations per row) is per utterance.
+        The same result as tests/ctc_reference.py's per-utterance definition (tested)."""
+        labels, n_labels = prefix_beam_search(lprobs, lengths, self.blank, self.beam)
+        frames = forced_segments(lprobs, lengths, labels, n_labels, self.blank).tolist()
         rows, segs, truncated = [], [], []
         limit = min(self.max_len, self.max_source_positions - 1)  # tokens before </s>
-        for b, n in enumerate(lengths.tolist()):
-            frames = lprobs[:n, b]
-            labels = prefix_beam_search(frames, self.blank, self.beam)
-            segments = forced_segments(frames, labels, self.blank)
-            tokens, segments = to_mt_source(labels, segments, n, self.eos, self.drop)
+        for b, (row, n, n_frames) in enumerate(zip(labels.tolist(), n_labels.tolist(), lengths.tolist())):
+            tokens, segments = to_mt_source(row[:n], [tuple(s) for s in frames[b][:n]], n_frames, self.eos, self.drop)
             truncated.append(len(tokens) > self.max_source_positions)
             if len(tokens) - 1 > limit:
                 tokens = tokens[:limit] + tokens[-1:]
                 segments = segments[:limit] + segments[-1:]
-            rows.append(torch.tensor(tokens, dtype=torch.long))
-            segs.append(torch.tensor(segments, dtype=torch.long).view(-1, 2))
-        tokens = data_utils.collate_tokens(rows, self.pad, left_pad=False).to(lprobs.device)
-        segments = lprobs.new_zeros(tokens.size(0), tokens.size(1), 2, dtype=torch.long)
-        for b, seg in enumerate(segs):
-            segments[b, : len(seg)] = seg.to(lprobs.device)
-        return CTCOneBest(tokens, segments, torch.tensor(truncated, device=tokens.device))
+            rows.append(tokens)
+            segs.append(segments)
+        width = max(len(r) for r in rows)
+        tokens = torch.tensor([r + [self.pad] * (width - len(r)) for r in rows], dtype=torch.long)
+        segments = torch.tensor([s + [(0, 0)] * (width - len(s)) for s in segs], dtype=torch.long).view(-1, width, 2)
+        device = lprobs.device
+        return CTCOneBest(tokens.to(device), segments.to(device), torch.tensor(truncated, device=device))
 
 
 # ---- pooling ---------------------------------------------------------------------
