@@ -7,16 +7,18 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from conftest import USER_DIR
 
 
-def train_args(cascade, *extra):
+def train_args(cascade, *extra, text_model=None):
+    """``text_model``: the options naming the text model (default: the cascade's MT)."""
+    text_model = text_model or ("--mt-checkpoint", str(cascade["mt"]))
     return [str(cascade["s2t"]), "--user-dir", USER_DIR, "--task", "speech_to_text_exporter",
             "--config-yaml", "config_st.yaml", "--arch", "exporter", "--criterion", "exporter",
-            "--asr-checkpoint", str(cascade["asr"]), "--mt-checkpoint", str(cascade["mt"]),
+            "--asr-checkpoint", str(cascade["asr"]), *text_model,
             "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000", *extra]
 
 
-def build(cascade, *extra):
+def build(cascade, *extra, text_model=None):
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, train_args(cascade, *extra))
+    args = options.parse_args_and_arch(parser, train_args(cascade, *extra, text_model=text_model))
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)

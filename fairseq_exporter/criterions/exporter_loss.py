@@ -79,13 +79,13 @@ class ExporterCriterion(FairseqCriterion):
             logging_output.update(ast_loss=ast.data, nll_loss=nll.data)
 
         onebest = coupled["recognition"].onebest.tokens
-        mask = onebest.ne(self.src_pad)
+        mask = inner.encoder.fed(onebest)  # the positions the text model reads
         n_src = int(mask.sum())
         logging_output.update(onebest_tokens=n_src, onebest_truncated=coupled["recognition"].onebest.n_truncated)
         exported = coupled["exported"]
         if exported is not None:
             table = inner.encoder.embedding_table()
-            sq = squared_distance_per_token(exported, table[onebest].detach(), mask)
+            sq = squared_distance_per_token(exported, inner.encoder.embedding_rows(onebest).detach(), mask)
             loss = loss + self.l2_weight * sq.sum() * (sample_size / max(n_src, 1))
             with torch.no_grad():
                 recovered = nearest_rows(exported[mask].detach(), table).eq(onebest[mask]).sum()

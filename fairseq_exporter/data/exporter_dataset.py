@@ -130,10 +130,16 @@ class ExporterDataset(SpeechToTextJointDataset):
         tgt_lens, n_tokens, n_oov, self.tgt_unk = [], 0, 0, []
         if self.tgt_texts is None:
             return [0 for _ in range(self.n_samples)]
+        lm_tokenizer = getattr(self.tgt_dict, "tokenizer", None)  # an LM's vocabulary (data/lm_vocabulary.py)
         for i in range(self.n_samples):
             tokenized = self.get_tokenized_tgt_text(i)
-            tgt_lens.append(len(tokenized.split(" ")))  # as fairseq counts them
-            unk = _unk_pieces(tokenized, self.tgt_dict)
+            if lm_tokenizer is not None:
+                ids = self.tgt_dict.encode_line(tokenized, append_eos=False).tolist()
+                tgt_lens.append(len(ids))
+                unk = [lm_tokenizer.convert_ids_to_tokens(t) for t in ids if t == self.tgt_dict.unk()]
+            else:
+                tgt_lens.append(len(tokenized.split(" ")))  # as fairseq counts them
+                unk = _unk_pieces(tokenized, self.tgt_dict)
             if unk:
                 self.tgt_unk.append((i, unk))
             n_tokens += tgt_lens[-1]

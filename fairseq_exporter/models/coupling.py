@@ -20,6 +20,7 @@ import torch
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
+from fairseq_exporter.models.causal_lm import LMSource, reorder_source, source_encoder_out
 from fairseq_exporter.models.ctc import CTCSearch, ctc_log_probs, frame_lengths, pool_segments
 from fairseq_exporter.models.onebest import (
     OneBest,
@@ -47,7 +48,8 @@ class Recognition:
 class CoupledEncoder(FairseqEncoder):
     def __init__(self, asr_model, mt_encoder, exporter, dictionary, coupling: str,
                  onebest_beam: int, onebest_max_len: int, freeze_asr: bool,
-                 source: str = "decoder", posterior_temperature: float = 1.0):
+                 source: str = "decoder", posterior_temperature: float = 1.0,
+                 lm_source: Optional[LMSource] = None, lm_source_limit: int = 0):
         super().__init__(dictionary)
         if coupling not in COUPLINGS:
             raise ValueError(f"--coupling {coupling!r}: choose one of {', '.join(COUPLINGS)}")
@@ -56,7 +58,11 @@ class CoupledEncoder(FairseqEncoder):
         if not posterior_temperature > 0:
             raise ValueError(f"--posterior-temperature must be > 0, not {posterior_temperature}")
         self.asr = asr_model
+        # the text model's input side: the MT encoder, or (decoder-only back-end) the LM's
+        # embedding of each ASR symbol, the LM decoder building the prompt itself
         self.mt_encoder = mt_encoder
+        self.lm_source = lm_source
+        self.source_limit = lm_source_limit if lm_source is not None else mt_encoder.max_positions()
         self.exporter = exporter
         self.coupling = coupling
         self.freeze_asr = freeze_asr
@@ -65,15 +71,30 @@ class CoupledEncoder(FairseqEncoder):
         self.onebest_beam, self.onebest_max_len = onebest_beam, onebest_max_len
         self.pad, self.eos = dictionary.pad(), dictionary.eos()
         if source == "ctc":
-            self.search = CTCSearch(dictionary, onebest_beam, onebest_max_len, mt_encoder.max_positions())
+            self.search = CTCSearch(dictionary, onebest_beam, onebest_max_len, self.source_limit)
         else:
             self.search = OneBestSearch(asr_model, dictionary, onebest_beam, onebest_max_len,
-                                        mt_encoder.max_positions())
+                                        self.source_limit)
 
     def embedding_table(self) -> Tensor:
-        """The MT's raw token-embedding rows: the exporter's L2 target (before
-        ``embed_scale``, which ``TransformerEncoder.forward_embedding`` applies to both)."""
+        """The text model's raw token-embedding row of each ASR symbol: the exporter's L2
+        target. For the MT, before ``embed_scale``, which ``TransformerEncoder.forward_embedding``
+        applies to both; for an LM, what its embedding lookup returns."""
+        if self.lm_source is not None:
+            return self.lm_source.table()
         return self.mt_encoder.embed_tokens.weight
+
+    def embedding_rows(self, tokens: Tensor) -> Tensor:
+        """``embedding_table()[tokens]``, without building the table of a large LM vocabulary."""
+        if self.lm_source is not None:
+            return self.lm_source.rows(tokens)
+        return self.mt_encoder.embed_tokens.weight[tokens]
+
+    def fed(self, tokens: Tensor) -> Tensor:
+        """The 1-best positions the text model reads (an LM prompt leaves out </s>)."""
+        if self.lm_source is not None:
+            return self.lm_source.fed(tokens)
+        return tokens.ne(self.pad)
 
     def _asr_grad(self):
         return torch.no_grad() if self.freeze_asr else contextlib.nullcontext()
@@ -87,8 +108,7 @@ class CoupledEncoder(FairseqEncoder):
             if src_txt_tokens is None:
                 raise ValueError("--coupling reference needs the reference transcript "
                                  "(src_text column of the manifest)")
-            limit = self.mt_encoder.max_positions()
-            tokens = src_txt_tokens[:, :limit].clone()
+            tokens = src_txt_tokens[:, :self.source_limit].clone()
             tokens[:, -1].masked_fill_(tokens[:, -1].ne(self.pad), self.eos)
             onebest = OneBest(tokens=tokens)
         elif self.source == "ctc":
@@ -168,10 +188,13 @@ class CoupledEncoder(FairseqEncoder):
             exported = self.posterior_embeddings(recognition)
         else:
             exported = None
-        # Positions and padding still come from the 1-best ids; only the embedding
-        # lookup is replaced (the seam fairseq's TransformerEncoder offers).
-        out = self.mt_encoder(tokens, src_lengths=tokens.ne(self.pad).sum(1),
-                              token_embeddings=exported)
+        if self.lm_source is not None:  # the LM decoder puts them in its prompt
+            out = source_encoder_out(tokens, exported)
+        else:
+            # Positions and padding still come from the 1-best ids; only the embedding
+            # lookup is replaced (the seam fairseq's TransformerEncoder offers).
+            out = self.mt_encoder(tokens, src_lengths=tokens.ne(self.pad).sum(1),
+                                  token_embeddings=exported)
         out["recognition"] = recognition
         # what replaced the lookup (exporter or posterior mixture): the criterion's L2 and recovery
         out["exported"] = exported
@@ -189,6 +212,8 @@ class CoupledEncoder(FairseqEncoder):
                 "blank": self.search.blank}
 
     def reorder_encoder_out(self, encoder_out, new_order):
+        if self.lm_source is not None:
+            return reorder_source(encoder_out, new_order)
         return self.mt_encoder.reorder_encoder_out(encoder_out, new_order)
 
     def max_positions(self):

@@ -14,6 +14,18 @@ from fairseq.models import FairseqEncoderDecoderModel, register_model
 from omegaconf import open_dict
 
 from fairseq_exporter.models import onebest_cache, pretrained
+from fairseq_exporter.models.causal_lm import (
+    DEFAULT_PROMPT,
+    LM_DTYPES,
+    CausalLMDecoder,
+    LMError,
+    LMSource,
+    PromptTemplate,
+    asr_to_lm_ids,
+    external_prefixes,
+    load_causal_lm,
+    weights_fingerprint,
+)
 from fairseq_exporter.models.checkpoint_fit import check_state_dict_fits
 from fairseq_exporter.models.coupling import SOURCES, CoupledEncoder
 from fairseq_exporter.models.ctc import ctc_head
@@ -32,7 +44,16 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "fairseq speech_to_text checkpoint (s2t_transformer, "
                                         "s2t_conformer) whose target vocabulary is the MT source vocabulary"})
     mt_checkpoint: Optional[str] = field(
-        default=None, metadata={"help": "fairseq translation (transformer) checkpoint"})
+        default=None, metadata={"help": "fairseq translation (transformer) checkpoint (give this or --lm-checkpoint)"})
+    lm_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "local Hugging Face causal-LM directory (config, weights, tokenizer) "
+                                        "as the text model, frozen; the ASR target vocabulary must be "
+                                        "pieces of its tokenizer (give this or --mt-checkpoint)"})
+    lm_prompt: str = field(
+        default=DEFAULT_PROMPT, metadata={"help": "--lm-checkpoint: the prompt template; {src} (exactly once) "
+                                                  "is where the transcript goes"})
+    lm_dtype: ChoiceEnum(list(LM_DTYPES)) = field(
+        default="float32", metadata={"help": "--lm-checkpoint: the dtype the LM is loaded in"})
     asr_dict: Optional[str] = field(
         default=None, metadata={"help": "ASR target dictionary file, if the ASR checkpoint's "
                                         "data dir (task.data + config_yaml) has moved"})
@@ -68,6 +89,8 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "set automatically: the MT model config (JSON)"})
     dictionaries: Optional[str] = field(
         default=None, metadata={"help": "set automatically: size:hash of the source and target dictionaries"})
+    lm_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: a fingerprint of the --lm-checkpoint weights"})
 
 
 def _task_dictionary_fingerprints(task):
@@ -98,6 +121,41 @@ def _check_pretrained_dictionaries(cfg, task, asr_part, mt_part):
                           "Point vocab_filename in the config yaml at the MT target dictionary.")
 
 
+def _check_asr_dictionary(cfg, task, asr_part):
+    """LM back-end: ASR target vocab == task source vocab (each symbol an LM piece: _build_lm)."""
+    src_name, _ = task.dictionary_files()
+    asr_dict_path = cfg.asr_dict or pretrained.asr_dictionary_path(asr_part)
+    asr_dict = pretrained.load_dictionary(
+        asr_dict_path, f"ASR target dictionary (of {asr_part.path})", "pass --asr-dict PATH")
+    check_same_dictionary(asr_dict, f"ASR target dictionary ({asr_part.path}: {asr_dict_path})",
+                          task.transcript_dictionary, f"source dictionary of the data config ({src_name})",
+                          "Point src_vocab_filename in the config yaml at the ASR's target dictionary.")
+
+
+def _build_lm(cfg, task):
+    """The frozen LM as decoder, and its input side as the encoder sees it."""
+    lm_dict = task.target_dictionary
+    if getattr(lm_dict, "source", None) is None or not hasattr(lm_dict, "tokenizer"):
+        raise ValueError(f"--lm-checkpoint {cfg.lm_checkpoint}: the task's target vocabulary is not the LM's "
+                         "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
+    lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype)
+    found = weights_fingerprint(lm)
+    if cfg.lm_fingerprint is None:
+        with open_dict(cfg):
+            cfg.lm_fingerprint = found
+    elif found != cfg.lm_fingerprint:
+        raise LMError(f"--lm-checkpoint {cfg.lm_checkpoint}: its weights (fingerprint {found}) are not those of the "
+                      f"LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
+                      "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
+    template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
+    src_name, _ = task.dictionary_files()
+    source = LMSource(lm.get_input_embeddings(), asr_to_lm_ids(task.transcript_dictionary, lm_dict, src_name))
+    source_limit = task.onebest_max_len + 1  # the longest 1-best and its </s>
+    decoder = CausalLMDecoder(lm, lm_dict, source, template, source_limit)
+    return dict(mt_encoder=None, decoder=decoder, lm_source=source, source_limit=source_limit,
+                table=source.table().detach())
+
+
 @register_model("exporter", dataclass=ExporterModelConfig)
 class ExporterModel(FairseqEncoderDecoderModel):
     def __init__(self, cfg, encoder, decoder):
@@ -106,7 +164,7 @@ class ExporterModel(FairseqEncoderDecoderModel):
         for part, frozen in ((self.encoder.asr, cfg.freeze_asr),
                              (self.encoder.mt_encoder, cfg.freeze_mt),
                              (self.decoder, cfg.freeze_mt)):
-            if frozen:
+            if frozen and part is not None:
                 part.requires_grad_(False)
         self.onebest_cache_dir: Optional[str] = None  # --onebest-cache (see use_onebest_cache)
         self.onebest_cache: Optional[onebest_cache.OneBestCache] = None
@@ -134,18 +192,26 @@ class ExporterModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg: ExporterModelConfig, task):
+        use_lm = bool(cfg.lm_checkpoint)
+        if use_lm and cfg.mt_checkpoint:
+            raise ValueError(f"--mt-checkpoint {cfg.mt_checkpoint} and --lm-checkpoint {cfg.lm_checkpoint}: "
+                             "the text model is one or the other")
         asr_state = mt_state = None
-        if cfg.pretrained_asr_cfg is None or cfg.pretrained_mt_cfg is None:
+        if cfg.pretrained_asr_cfg is None or (not use_lm and cfg.pretrained_mt_cfg is None):
             asr_part = pretrained.read_checkpoint(cfg.asr_checkpoint, "--asr-checkpoint",
                                                   pretrained.ASR_TASKS, "--mt-checkpoint")
-            mt_part = pretrained.read_checkpoint(cfg.mt_checkpoint, "--mt-checkpoint",
-                                                 pretrained.MT_TASKS, "--asr-checkpoint")
-            _check_pretrained_dictionaries(cfg, task, asr_part, mt_part)
+            if use_lm:
+                _check_asr_dictionary(cfg, task, asr_part)
+            else:
+                mt_part = pretrained.read_checkpoint(cfg.mt_checkpoint, "--mt-checkpoint",
+                                                     pretrained.MT_TASKS, "--asr-checkpoint")
+                _check_pretrained_dictionaries(cfg, task, asr_part, mt_part)
             with open_dict(cfg):
                 cfg.pretrained_asr_cfg = asr_part.model_cfg_json
-                cfg.pretrained_mt_cfg = mt_part.model_cfg_json
+                cfg.pretrained_mt_cfg = None if use_lm else mt_part.model_cfg_json
                 cfg.dictionaries = _task_dictionary_fingerprints(task)
-            asr_state, mt_state = asr_part.state_dict, mt_part.state_dict
+            asr_state = asr_part.state_dict
+            mt_state = None if use_lm else mt_part.state_dict
         elif cfg.dictionaries != _task_dictionary_fingerprints(task):
             src_name, tgt_name = task.dictionary_files()
             raise ValueError(
@@ -155,9 +221,14 @@ class ExporterModel(FairseqEncoderDecoderModel):
         src_dict, tgt_dict = task.transcript_dictionary, task.target_dictionary
         asr = pretrained.build_pretrained_model(cfg.pretrained_asr_cfg, None, src_dict, asr_state,
                                                 cfg.asr_checkpoint or "")
-        mt = pretrained.build_pretrained_model(cfg.pretrained_mt_cfg, src_dict, tgt_dict, mt_state,
-                                               cfg.mt_checkpoint or "")
-        mt_dim = mt.encoder.embed_tokens.embedding_dim
+        if use_lm:
+            text = _build_lm(cfg, task)
+        else:
+            mt = pretrained.build_pretrained_model(cfg.pretrained_mt_cfg, src_dict, tgt_dict, mt_state,
+                                                   cfg.mt_checkpoint or "")
+            text = dict(mt_encoder=mt.encoder, decoder=mt.decoder, lm_source=None, source_limit=0,
+                        table=mt.encoder.embed_tokens.weight.detach())
+        text_dim = text["table"].size(1)
         asr_cfg = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg)
         asr_enc_dim = asr_cfg.encoder_embed_dim
         if cfg.exporter_source == "ctc":
@@ -172,18 +243,20 @@ class ExporterModel(FairseqEncoderDecoderModel):
         else:
             in_dim = asr.decoder.output_projection.weight.size(1)
             output_weight, output_bias = asr.decoder.output_projection.weight.detach(), None
-        exporter = build_exporter(cfg.exporter_type, in_dim, mt_dim, asr_enc_dim,
+        exporter = build_exporter(cfg.exporter_type, in_dim, text_dim, asr_enc_dim,
                                   cfg.exporter_hidden_dim, cfg.exporter_layers,
                                   cfg.exporter_heads, cfg.exporter_dropout,
-                                  output_weight, mt.encoder.embed_tokens.weight.detach(), output_bias)
-        encoder = CoupledEncoder(asr, mt.encoder, exporter, src_dict, task.coupling,
+                                  output_weight, text["table"].float(), output_bias)
+        encoder = CoupledEncoder(asr, text["mt_encoder"], exporter, src_dict, task.coupling,
                                  task.onebest_beam, task.onebest_max_len, cfg.freeze_asr,
-                                 cfg.exporter_source, getattr(task, "posterior_temperature", 1.0))
+                                 cfg.exporter_source, getattr(task, "posterior_temperature", 1.0),
+                                 lm_source=text["lm_source"], lm_source_limit=text["source_limit"])
         logger.info(f"exporter cascade: coupling={task.coupling} source={cfg.exporter_source} "
                     f"exporter={cfg.exporter_type} "
                     f"({sum(p.numel() for p in exporter.parameters()):,} params) "
-                    f"freeze_asr={cfg.freeze_asr} freeze_mt={cfg.freeze_mt}")
-        return cls(cfg, encoder, mt.decoder)
+                    f"freeze_asr={cfg.freeze_asr} "
+                    + (f"LM {cfg.lm_checkpoint} (frozen, {cfg.lm_dtype})" if use_lm else f"freeze_mt={cfg.freeze_mt}"))
+        return cls(cfg, encoder, text["decoder"])
 
     def train(self, mode: bool = True):
         # Frozen parts stay in eval mode (no dropout), so the MT model a frozen run
@@ -191,7 +264,7 @@ class ExporterModel(FairseqEncoderDecoderModel):
         super().train(mode)
         if self.cfg.freeze_asr:
             self.encoder.asr.eval()
-        if self.cfg.freeze_mt:
+        if self.cfg.freeze_mt and self.encoder.mt_encoder is not None:
             self.encoder.mt_encoder.eval()
             self.decoder.eval()
         return self
@@ -220,7 +293,16 @@ class ExporterModel(FairseqEncoderDecoderModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_state_dict_fits(self, state_dict)  # a clear error before torch's shape list
-        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        external = external_prefixes(self)
+        if not external:
+            return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        # the frozen LM's weights are not in the checkpoint (they stay in --lm-checkpoint)
+        result = super().load_state_dict(state_dict, strict=False, model_cfg=model_cfg, args=args)
+        missing = [k for k in result.missing_keys if not k.startswith(tuple(external))]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"the exporter checkpoint does not fit this cascade: missing {missing[:5]}, "
+                               f"unexpected {result.unexpected_keys[:5]}")
+        return result
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())

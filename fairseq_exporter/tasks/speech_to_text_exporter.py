@@ -4,6 +4,7 @@ transcript in the MT source vocabulary beside the translation, and a
 transcript (``S-<id>``) of each utterance, so WER is scored from the same run.
 """
 
+import ast
 import logging
 import sys
 from argparse import Namespace
@@ -26,7 +27,7 @@ from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 logger = logging.getLogger(__name__)
 
 # Written into the model config when the model is first built (see ExporterModelConfig).
-_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries")
+_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries", "lm_fingerprint")
 
 
 def _load_dictionary(data: Path, filename, key: str, yaml_path: Path) -> Dictionary:
@@ -68,8 +69,9 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                             help='generation args for --eval-bleu, as fairseq\'s translation task takes them, '
                                  'e.g. \'{"beam": 4, "max_len_b": 100}\' (default: greedy, max_len_b 200)')
 
-    def __init__(self, args, src_dict, tgt_dict):
+    def __init__(self, args, src_dict, tgt_dict, lm_dir=None):
         super().__init__(args, tgt_dict)
+        self.lm_dir = lm_dir  # the text model is this causal LM: its tokenizer is the target side
         self.data_cfg = S2TJointDataConfig(Path(args.data) / args.config_yaml)
         self.src_dict = src_dict
         self.coupling = args.coupling
@@ -89,17 +91,32 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         data_cfg = S2TJointDataConfig(yaml_path)
         src_dict = _load_dictionary(Path(args.data), data_cfg.config.get("src_vocab_filename"),
                                     "src_vocab_filename", yaml_path)
-        tgt_dict = _load_dictionary(Path(args.data), data_cfg.config.get("vocab_filename"),
-                                    "vocab_filename", yaml_path)
+        lm_dir = _text_model_lm(args)
+        if lm_dir is not None:
+            from fairseq_exporter.data.lm_vocabulary import LMDictionary
+
+            tgt_dict = LMDictionary.from_lm_dir(lm_dir)
+            logger.info(f"translations are tokenized by the LM's tokenizer ({lm_dir}); the data config's "
+                        "vocab_filename and bpe_tokenizer are not used")
+        else:
+            tgt_dict = _load_dictionary(Path(args.data), data_cfg.config.get("vocab_filename"),
+                                        "vocab_filename", yaml_path)
         logger.info(f"source (transcript) dictionary: {len(src_dict):,} symbols; "
                     f"target (translation) dictionary: {len(tgt_dict):,} symbols")
         if getattr(args, "train_subset", None) is not None:
             if not all(s.startswith("train") for s in args.train_subset.split(",")):
                 raise ValueError('Train splits should be named like "train*".')
-        return cls(args, src_dict, tgt_dict)
+        return cls(args, src_dict, tgt_dict, lm_dir)
 
     def dictionary_files(self):
-        return (self.data_cfg.config["src_vocab_filename"], self.data_cfg.vocab_filename)
+        target = f"the tokenizer of {self.lm_dir}" if self.lm_dir else self.data_cfg.vocab_filename
+        return (self.data_cfg.config["src_vocab_filename"], target)
+
+    def build_tokenizer(self, args):
+        return None if self.lm_dir else super().build_tokenizer(args)
+
+    def build_bpe(self, args):
+        return None if self.lm_dir else super().build_bpe(args)
 
     @property
     def transcript_dictionary(self):
@@ -240,6 +257,30 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                 path = generate_output.transcripts_path(results_path, self.args.gen_subset)
                 self._transcripts_out = open(path, "w", buffering=1, encoding="utf-8")
         return self._transcripts_out
+
+
+def _text_model_lm(args):
+    """The causal-LM directory of the text model, if it is one: --lm-checkpoint where the model
+    options are on the command line (fairseq-train), else the model config of the checkpoint
+    being evaluated (fairseq-generate and fairseq-validate set the task up before loading it)."""
+    lm_dir = getattr(args, "lm_checkpoint", None)
+    if lm_dir or getattr(args, "arch", None) == "exporter":
+        return lm_dir or None
+    overrides = getattr(args, "model_overrides", None) or "{}"
+    try:
+        lm_dir = ast.literal_eval(overrides).get("lm_checkpoint")
+    except (ValueError, SyntaxError, AttributeError):
+        lm_dir = None  # fairseq reports a malformed --model-overrides itself
+    path = getattr(args, "path", None)
+    if lm_dir or not path:
+        return lm_dir
+    from fairseq import checkpoint_utils
+
+    first = path.split(":")[0]
+    if not Path(first).is_file():
+        return None  # fairseq reports the missing --path itself
+    model_cfg = (checkpoint_utils.load_checkpoint_to_cpu(first).get("cfg") or {}).get("model")
+    return getattr(model_cfg, "lm_checkpoint", None) if model_cfg is not None else None
 
 
 # --eval-bleu's generation settings unless --eval-bleu-args overrides them.

@@ -1,0 +1,228 @@
+"""The decoder-only back-end (--lm-checkpoint): a frozen Hugging Face causal LM behind the
+exporter, on tiny random Llama- and GPT-2-architecture LMs built here (nothing downloaded).
+
+1. with the exporter output equal to the LM's embedding rows of the 1-best, generation is
+   the 1-best cascade's (the LM prompted with the 1-best ids), greedy and beam 4, batched
+   with prompts of unequal length; greedy equals transformers' own generate() on each
+   prompt alone, and beam hypotheses score as the LM scores them without a KV cache;
+2. the LM is frozen: unchanged by a stage-2 step, while the ASR encoder gets gradient;
+3. fairseq-train (stages 1 and 2) and fairseq-generate run on such a checkpoint, which
+   holds no LM weights and refuses another LM."""
+
+from argparse import Namespace
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import tiny_lm  # noqa: E402
+from exporter_setup import build, first_batch  # noqa: E402
+from tiny_cascade import run  # noqa: E402
+
+from fairseq_exporter.generate_output import read_generate_output  # noqa: E402
+from fairseq_exporter.models.coupling import Recognition  # noqa: E402
+from fairseq_exporter.models.onebest import OneBest  # noqa: E402
+
+ARCHS = ("llama", "gpt2")
+MAX_NEW = 8
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lms")
+    return {arch: tiny_lm.build(root / arch, arch) for arch in ARCHS}
+
+
+def _build(cascade, lm_dir, *extra):
+    torch.manual_seed(0)
+    return build(cascade, "--onebest-max-len", "12", *extra,
+                 text_model=("--lm-checkpoint", str(lm_dir), "--lm-prompt", tiny_lm.PROMPT))
+
+
+def _generate(task, model, sample, beam, recognition):
+    gen_args = Namespace(beam=beam, max_len_a=0, max_len_b=MAX_NEW, min_len=1, prefix_size=0, eos_token=None)
+    generator = task.build_generator([model], gen_args)
+    net_input = dict(sample["net_input"], recognition=recognition)
+    return generator.generate([model], {**sample, "net_input": net_input})
+
+
+def _rows(sample, recognition, rows):
+    """The sample and the 1-best of ``rows`` alone (what the onebest coupling reads)."""
+    index = torch.tensor(rows)
+    net_input = {k: v.index_select(0, index) if torch.is_tensor(v) else v for k, v in sample["net_input"].items()}
+    onebest = OneBest(tokens=recognition.onebest.tokens.index_select(0, index))
+    return {**sample, "id": sample["id"][index], "net_input": net_input}, Recognition(None, onebest)
+
+
+def _setup(cascade, lm_dir):
+    _, task, model, _ = _build(cascade, lm_dir, "--coupling", "exporter")
+    _, _, plain, _ = _build(cascade, lm_dir, "--coupling", "onebest")
+    model.eval(), plain.eval()
+    sample = first_batch(task)
+    with torch.no_grad():
+        recognition = model.encoder.recognize(**sample["net_input"])
+    return task, model, plain, sample, recognition
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("beam", [1, 4])
+def test_lm_fed_its_own_embedding_rows_is_the_onebest_cascade(cascade, lms, arch, beam):
+    task, model, plain, sample, recognition = _setup(cascade, lms[arch])
+    fed = model.encoder.fed(recognition.onebest.tokens)
+    assert fed.sum(1).unique().numel() > 1, "the test needs prompts of unequal length"
+    model.encoder.export = lambda rec: model.encoder.embedding_rows(rec.onebest.tokens)
+    coupled = _generate(task, model, sample, beam, recognition)
+    cascade_out = _generate(task, plain, sample, beam, recognition)
+    for c, p in zip(coupled, cascade_out):
+        assert torch.equal(c[0]["tokens"], p[0]["tokens"])
+        assert torch.allclose(c[0]["positional_scores"], p[0]["positional_scores"])
+    # batched (left-padded prompts) == one prompt at a time
+    for row in range(len(sample["id"])):
+        one_sample, one_rec = _rows(sample, recognition, [row])
+        alone = _generate(task, plain, one_sample, beam, one_rec)[0]
+        assert torch.equal(alone[0]["tokens"], cascade_out[row][0]["tokens"]), row
+        assert torch.allclose(alone[0]["positional_scores"], cascade_out[row][0]["positional_scores"], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_equals_transformers_generate_on_each_prompt(cascade, lms, arch):
+    task, _, plain, sample, recognition = _setup(cascade, lms[arch])
+    hypos = _generate(task, plain, sample, 1, recognition)
+    decoder, lm = plain.decoder, plain.decoder.lm.module
+    eos = task.target_dictionary.eos()
+    for row, hypo in enumerate(hypos):
+        tokens = recognition.onebest.tokens[row]
+        lm_ids = decoder.source.asr_to_lm[tokens]
+        prompt = torch.cat([decoder.prefix, lm_ids[lm_ids.ge(0)], decoder.suffix]).unsqueeze(0)
+        out = lm.generate(prompt, max_new_tokens=MAX_NEW, min_new_tokens=1, do_sample=False, num_beams=1,
+                          eos_token_id=eos, pad_token_id=eos)[0, prompt.size(1):].tolist()
+        expected = out[:out.index(eos)] if eos in out else out
+        assert hypo[0]["tokens"].tolist()[:-1] == expected, row
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_beam_hypotheses_score_as_the_lm_scores_them(cascade, lms, arch):
+    """The KV cache follows the beams: each beam-4 hypothesis's positional scores are what
+    the LM gives its tokens in one pass without a cache (a wrong reorder would not be)."""
+    task, _, plain, sample, recognition = _setup(cascade, lms[arch])
+    hypos = _generate(task, plain, sample, 4, recognition)
+    encoder_out = plain.encoder(**sample["net_input"], recognition=recognition)
+    eos = task.target_dictionary.eos()
+    for row, hypo in enumerate(hypos):
+        for h in hypo:
+            target = h["tokens"].unsqueeze(0)
+            prev = torch.cat([target.new_tensor([[eos]]), target[:, :-1]], 1)
+            one = plain.encoder.reorder_encoder_out(encoder_out, torch.tensor([row]))
+            with torch.no_grad():
+                logits, _ = plain.decoder(prev, encoder_out=one)
+                lprobs = plain.decoder.get_normalized_probs((logits, None), log_probs=True)
+            scores = lprobs[0].gather(-1, target[0].unsqueeze(-1)).squeeze(-1)
+            assert torch.allclose(scores, h["positional_scores"], atol=1e-4), (row, h["tokens"])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_random_exporter_changes_the_translation(cascade, lms, arch):
+    """The guarantee test above must be able to fail."""
+    task, model, plain, sample, recognition = _setup(cascade, lms[arch])
+    coupled = _generate(task, model, sample, 1, recognition)
+    cascade_out = _generate(task, plain, sample, 1, recognition)
+    assert any(c[0]["score"] != p[0]["score"] for c, p in zip(coupled, cascade_out))
+
+
+def test_frozen_lm_is_unchanged_and_passes_gradient_to_the_asr(cascade, lms):
+    _, task, model, criterion = _build(cascade, lms["llama"], "--l2-weight", "0")
+    model.train()
+    lm = model.decoder.lm.module
+    before = {k: v.clone() for k, v in lm.state_dict().items()}
+    sample = first_batch(task, split="train", max_sentences=8)
+    loss, _, log = criterion(model, sample)
+    assert "ast_loss" in log
+    loss.backward()
+    assert not lm.training and all(not p.requires_grad and p.grad is None for p in lm.parameters())
+    asr_grad = sum(float(p.grad.abs().sum()) for p in model.encoder.asr.encoder.parameters() if p.grad is not None)
+    assert asr_grad > 0, "the translation loss through the frozen LM must reach the ASR encoder"
+    torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    for k, v in lm.state_dict().items():
+        assert torch.equal(v, before[k]), f"frozen LM tensor {k} changed"
+    assert not any(k.startswith(("decoder.lm.", "encoder.lm_source.")) for k in model.state_dict())
+
+
+def _cli_train(cascade, user_dir, lm_dir, save, *extra):
+    return run(["fairseq_cli.train", str(cascade["s2t"]), "--user-dir", user_dir,
+                "--task", "speech_to_text_exporter", "--config-yaml", "config_st.yaml",
+                "--train-subset", "train", "--valid-subset", "dev", "--arch", "exporter", "--criterion", "exporter",
+                "--asr-checkpoint", str(cascade["asr"]), "--lm-checkpoint", str(lm_dir),
+                "--onebest-max-len", "12", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000",
+                "--max-update", "3", "--save-dir", str(save), "--no-epoch-checkpoints", "--no-progress-bar",
+                "--num-workers", "0", "--seed", "1", *extra])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stages_and_generate_through_the_fairseq_clis(cascade, user_dir, lms, arch, tmp_path):
+    _cli_train(cascade, user_dir, lms[arch], tmp_path / "stage1", "--freeze-asr", "--ast-weight", "0")
+    stage1 = tmp_path / "stage1" / "checkpoint_last.pt"
+    _cli_train(cascade, user_dir, lms[arch], tmp_path / "stage2", "--finetune-from-model", str(stage1),
+               "--asr-weight", "0.3", "--eval-bleu")
+    saved = torch.load(tmp_path / "stage2" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert not any(".lm." in k or "lm_source" in k for k in saved["model"])  # the LM stays in its directory
+    assert saved["cfg"]["model"]["lm_fingerprint"]
+    run(["fairseq_cli.generate", str(cascade["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
+         "--config-yaml", "config_st.yaml", "--gen-subset", "test", "--path", str(tmp_path / "stage2" / "checkpoint_last.pt"),
+         "--beam", "3", "--max-tokens", "4000", "--onebest-max-len", "12", "--max-len-b", "6",
+         "--results-path", str(tmp_path / "gen")])
+    records = read_generate_output(tmp_path / "gen" / "generate-test.txt").values()
+    n_test = len(cascade["s2t"].joinpath("test.tsv").read_text().splitlines()) - 1
+    assert len(records) == n_test and all(r.asr is not None for r in records)
+    words = set(tiny_lm.word_tokenizer(False).get_vocab())
+    # H- lines are the LM tokenizer's text: its words, never fairseq's ids or special symbols
+    assert all(set(r.detok_hypothesis.split()) <= words - {"<unk>", "<s>", "</s>"} for r in records)
+
+
+def test_generate_refuses_another_lm(cascade, user_dir, lms, tmp_path):
+    _cli_train(cascade, user_dir, lms["llama"], tmp_path / "stage1", "--freeze-asr", "--ast-weight", "0",
+               "--max-update", "1")
+    other = tiny_lm.build(tmp_path / "other", "llama", seed=1)
+    with pytest.raises(AssertionError, match="fingerprint"):
+        run(["fairseq_cli.generate", str(cascade["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
+             "--config-yaml", "config_st.yaml", "--gen-subset", "test", "--path",
+             str(tmp_path / "stage1" / "checkpoint_last.pt"), "--onebest-max-len", "12", "--max-tokens", "4000",
+             "--model-overrides", str({"lm_checkpoint": str(other)})])
+
+
+@pytest.mark.parametrize("case", ["no-slot", "two-slots", "missing-dir", "not-causal", "missing-symbol", "both"])
+def test_bad_lm_setups_are_named(cascade, lms, tmp_path, case):
+    from fairseq_exporter.models.causal_lm import LMError
+
+    lm, extra, expected = lms["llama"], (), None
+    if case == "no-slot":
+        extra, expected = ("--lm-prompt", "Translate:"), r"exactly once \(found 0\)"
+    elif case == "two-slots":
+        extra, expected = ("--lm-prompt", "{src} {src}"), r"exactly once \(found 2\)"
+    elif case == "missing-dir":
+        lm, expected = tmp_path / "nowhere", "no such directory"
+    elif case == "not-causal":
+        from transformers import BertConfig, BertModel
+
+        lm = tmp_path / "bert"
+        BertModel(BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=16)).save_pretrained(lm)
+        tiny_lm.word_tokenizer(True).save_pretrained(lm)
+        expected = "'bert' causal LM .*: not a causal LM checkpoint"
+    elif case == "missing-symbol":  # an LM whose tokenizer lacks one of the ASR's words
+        lm = tmp_path / "short"
+        tiny_lm.build(lm, "llama")
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(lm / "tokenizer.json"))
+        vocab = tok.get_vocab()
+        vocab["rivers"] = vocab.pop("river")
+        from tokenizers import models
+
+        tok.model = models.WordLevel(vocab, unk_token="<unk>")
+        tok.save(str(lm / "tokenizer.json"))
+        expected = "symbol 'river' .* is not a token of the LM tokenizer"
+    else:
+        extra, expected = ("--mt-checkpoint", str(cascade["mt"])), "the text model is one or the other"
+    with pytest.raises((LMError, ValueError, FileNotFoundError), match=expected):
+        _build(cascade, lm, "--lm-prompt", tiny_lm.PROMPT, *extra)
