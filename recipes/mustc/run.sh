@@ -21,7 +21,7 @@
 # each, by itself. The sizes below are fairseq's MuST-C ones, for one GPU (--update-freq 8 stands in
 # for 8 GPUs): with N GPUs pass --update-freq $((8 / N)). Several nodes: a --train-launcher that
 # starts fairseq-train's processes on all of them, from the one node running this script, e.g.
-# --train-launcher "srun --nodes 2 --ntasks-per-node 8 --gpus-per-task 1" with --extra-train-flags
+# --train-launcher "srun --nodes 2 --ntasks-per-node 1 --gres gpu:8" with --extra-train-flags
 # "--distributed-port 12345" (fairseq reads Slurm's variables), or a torchrun with --no-python
 # (fairseq reads its MASTER_ADDR/RANK/WORLD_SIZE). --fp16 for mixed precision.
 set -euo pipefail
