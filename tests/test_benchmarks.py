@@ -74,3 +74,14 @@ def test_benchmark_scripts_print_their_tables(cascade, tmp_path, monkeypatch, ca
     out = _script("onebest_cache_epochs.py", "--work", work, "--utterances", "40", "--max-tokens", "4000",
                   "--onebest-max-len", "12", "--scratch", tmp_path / "s3")
     assert "stage 1, --onebest-cache" in out
+
+
+def test_scaling_benchmark_prints_its_tables(cascade, tmp_path):
+    """benchmarks/scaling.py --quick: every part runs (loading, the cache at dim 512 in
+    both dtypes, stage 1 + fairseq-generate, the two CTC searches) and the batched CTC
+    search gives the per-utterance 1-best."""
+    out = _script("scaling.py", "--quick", "--models", cascade["root"], "--scratch", tmp_path / "scaling")
+    assert "loading and --onebest-cache (state dim 512)" in out and "growth k (~N^k)" in out
+    assert "epoch 2 / epoch 1" in out and "generate s per 1k" in out
+    same = out.split("same 1-best and segments in ")[1].split()[0].split("/")
+    assert same[0] == same[1], out
