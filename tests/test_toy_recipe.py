@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = ["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick"]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
-        "posterior coupling")
+        "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control")
 STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
-         "onebest-decoder", "stage2-decoder", "posterior")
+         "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm")
 
 
 def run_recipe(*args):
@@ -31,24 +31,26 @@ def run_recipe(*args):
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """The quick study over two seeds (stages 0-7 each, then the summary), and stage 8 on seed 1."""
+    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-9 on seed 1."""
     root = tmp_path_factory.mktemp("toy")
     work, results = root / "work", root / "results"
     seeds_log = run_recipe("--seeds", "1,2", "--work", work, "--results", results)
-    extras_log = run_recipe("--stage", 8, "--stop-stage", 8, "--work", work / "seed1",
+    extras_log = run_recipe("--stage", 8, "--stop-stage", 9, "--work", work / "seed1",
                             "--results", results / "seed1")
     return work, results, seeds_log + extras_log
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
     work, results, log = quick_study
-    for stage in range(9):
+    for stage in range(10):
         assert f"Stage {stage}:" in log
     seed1, seed1_results = work / "seed1", results / "seed1"
     table = (seed1_results / "results.md").read_text()
     for row in ROWS:
         assert sum(line.startswith(f"| {row}") for line in table.splitlines()) == 1, row
     assert "Stage 2 against the control: ΔBLEU" in table and "## Findings on this seed" in table
+    assert "With the LM, stage 2 against the control: ΔBLEU" in table
+    assert "--lm-checkpoint" in table and (seed1 / "lm" / "config.json").exists()
     assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
 
@@ -57,13 +59,14 @@ def test_quick_study_produces_every_row_and_file(quick_study):
         score = json.loads((seed1 / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0
-        if name not in ("onebest", "adapted-onebest", "onebest-decoder"):
+        if name not in ("onebest", "adapted-onebest", "onebest-decoder", "onebest-lm"):
             assert 0 <= score["p_bleu"] <= 1
     assert json.loads((seed1 / "gen/reference/score.json").read_text())["wer"] == 0.0
 
     figures = json.loads((seed1_results / "results.json").read_text())
     assert set(figures["rows"]) == {"onebest", "reference", "stage1", "stage2", "control", "adapted_onebest",
-                                    "stage3", "decoder_onebest", "stage2_decoder", "posterior"}
+                                    "stage3", "decoder_onebest", "stage2_decoder", "posterior",
+                                    "lm_onebest", "lm_stage1", "lm_stage2", "lm_control"}
     assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
     assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
@@ -85,7 +88,7 @@ def test_quick_study_summary_over_two_seeds(quick_study):
 def test_a_rerun_skips_what_is_done_and_rebuilds_the_same_table(quick_study):
     work, results, _ = quick_study
     table = (results / "seed1/results.md").read_text()
-    log = run_recipe("--stage", 3, "--stop-stage", 8, "--work", work / "seed1", "--results", results / "seed1")
+    log = run_recipe("--stage", 3, "--stop-stage", 9, "--work", work / "seed1", "--results", results / "seed1")
     assert "trained, skipped" in log
     assert (results / "seed1/results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
 
@@ -113,8 +116,8 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--asr-updates", "4800x"], "--asr-updates must be a positive integer"),
-    (["--stage", "9"], "--stage must be a stage number 0-8, not '9'"),
-    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-8, not 'x'"),
+    (["--stage", "10"], "--stage must be a stage number 0-9, not '10'"),
+    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-9, not 'x'"),
     (["--stage", "8"], "--stage 8 is after --stop-stage 7: nothing to run"),
     (["--scale", "small"], "--scale must be full or quick, not 'small'"),
     (["--seed", "-1"], "--seed must be a non-negative integer"),

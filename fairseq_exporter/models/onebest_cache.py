@@ -93,7 +93,7 @@ def fingerprint(encoder, onebest_beam: int, onebest_max_len: int) -> Dict[str, o
         "exporter_source": str(getattr(encoder, "source", "decoder")),
         "onebest_beam": int(onebest_beam),
         "onebest_max_len": int(onebest_max_len),
-        "mt_max_source_positions": int(encoder.mt_encoder.max_positions()),  # longer 1-bests are cut
+        "mt_max_source_positions": int(encoder.source_limit),  # longer 1-bests are cut
     }
 
 

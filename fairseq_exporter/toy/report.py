@@ -46,11 +46,17 @@ ROWS = [
         "stage2-decoder", "decoder_onebest"),
     Row("posterior", "posterior coupling (Bahar et al. 2021), decoder: ASR fine-tuned, MT frozen",
         "posterior", "decoder_onebest"),
+    # a frozen decoder-only LM as the text model (stage 9)
+    Row("lm_onebest", "LM: 1-best cascade", "onebest-lm", None),
+    Row("lm_stage1", "LM: stage 1, exporter only (ASR, LM frozen)", "stage1-lm", "lm_onebest"),
+    Row("lm_stage2", "LM: stage 2, ASR + exporter, LM frozen", "stage2-lm", "lm_onebest"),
+    Row("lm_control", "LM: control, 1-best cascade after the transcript loss only", "control-lm", "lm_onebest"),
 ]
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
           ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
-          ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior")]
+          ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior"),
+          ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
 # The study's claims, checked on each seed (findings below).
@@ -66,16 +72,22 @@ CLAIMS = {
     "d": "the ASR's WER is not worse after stage 2",
 }
 # Comparisons summarized over seeds: (key, label); the key is a row (against its own 1-best
-# cascade) or stage2_vs_control.
+# cascade) or stage2_vs_control / lm_stage2_vs_control.
 COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1-best cascade"),
                ("stage2_vs_control", "stage 2 vs control"),
                ("stage3", "stage 3 vs adapted 1-best cascade"), ("control", "control vs 1-best cascade"),
-               ("reference", "reference transcript vs 1-best cascade")]
+               ("reference", "reference transcript vs 1-best cascade"),
+               # the frozen decoder-only LM (stage 9), each against the LM's own 1-best cascade
+               ("lm_stage1", "LM: stage 1 vs LM 1-best cascade"), ("lm_stage2", "LM: stage 2 vs LM 1-best cascade"),
+               ("lm_stage2_vs_control", "LM: stage 2 vs LM control"),
+               ("lm_control", "LM: control vs LM 1-best cascade")]
 # The same comparisons as (system step, baseline step) under gen/, for the paired test on the
 # seeds' test sets pooled: one test over all seeds' utterances instead of one per seed.
 POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
           "stage2_vs_control": ("stage2", "control"), "stage3": ("stage3", "adapted-onebest"),
-          "control": ("control", "onebest"), "reference": ("reference", "onebest")}
+          "control": ("control", "onebest"), "reference": ("reference", "onebest"),
+          "lm_stage1": ("stage1-lm", "onebest-lm"), "lm_stage2": ("stage2-lm", "onebest-lm"),
+          "lm_stage2_vs_control": ("stage2-lm", "control-lm"), "lm_control": ("control-lm", "onebest-lm")}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
            ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
            ("stage2_vs_control", "stage 2\nvs control")]
@@ -229,15 +241,17 @@ def build_results(work: Path):
         raise SystemExit(f"no score.json under {work}/gen: run the recipe's scoring stage first")
     forms = sense_forms()
     rows = {row.name: row_figures(work, row, score, forms) for row, score in scores.items()}
-    vs_control_path = work / "gen" / "stage2" / "vs-control.json"
-    vs_control = paired_figures(json.loads(vs_control_path.read_text())) if vs_control_path.exists() else None
+    vs_control, lm_vs_control = (
+        paired_figures(json.loads(path.read_text())) if path.exists() else None
+        for path in (work / "gen" / "stage2" / "vs-control.json", work / "gen" / "stage2-lm" / "vs-control.json"))
     first_row, first = next(iter(scores.items()))
     ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, field="reference")
     corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
     return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"], "work": str(work.resolve()),
             "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
             "reference_senses": {"task": ref_task, "general": ref_general},
-            "rows": rows, "stage2_vs_control": vs_control, "findings": findings(rows, vs_control),
+            "rows": rows, "stage2_vs_control": vs_control, "lm_stage2_vs_control": lm_vs_control,
+            "findings": findings(rows, vs_control),
             "seconds": read_seconds(work / "stage-seconds.tsv")}
 
 
@@ -260,12 +274,12 @@ def results_table(results: dict):
     return markdown_table(head, rows)
 
 
-def control_line(vs_control: Optional[dict]):
+def control_line(vs_control: Optional[dict], what: str = "Stage 2"):
     """Stage 2 against the control (the same ASR updates on the transcript loss alone): the
     comparison that separates the coupling from more ASR training."""
     if vs_control is None:
         return []
-    return [f"Stage 2 against the control: ΔBLEU {vs_control['dbleu']:+.2f} (p={vs_control['p']:.3f}), "
+    return [f"{what} against the control: ΔBLEU {vs_control['dbleu']:+.2f} (p={vs_control['p']:.3f}), "
             f"ΔchrF {vs_control['dchrf']:+.2f} (p={vs_control['p_chrf']:.3f}).", ""]
 
 
@@ -281,7 +295,9 @@ def results_markdown(results: dict, commands: Optional[Path]):
             "Rows 1-6 are the paper's study: the 1-best is the greedy path of the ASR's CTC head and "
             "the exporter reads the encoder frames of each token's CTC segment (--exporter-source ctc). "
             "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
-            "decoder rows take the 1-best from the ASR's attention decoder instead. "
+            "decoder rows take the 1-best from the ASR's attention decoder instead; the LM rows replace the MT by "
+            "a frozen decoder-only LM (Llama architecture, trained on the general-domain text as a prompted "
+            "translator, --lm-checkpoint). "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
             "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
@@ -290,6 +306,7 @@ def results_markdown(results: dict, commands: Optional[Path]):
             f"{senses['task']} / {senses['general']}. The last column counts translations more than twice "
             "as long as their reference (repetition loops).", "",
             results_table(results), "", *control_line(results["stage2_vs_control"]),
+            *control_line(results.get("lm_stage2_vs_control"), "With the LM, stage 2"),
             "## Findings on this seed", "", claims_sentence(), "",
             *(f"- {finding['text']}" for finding in results["findings"].values()), "",
             f"BLEU signature: `{results['signature_bleu']}`  ",
@@ -368,7 +385,7 @@ def read_seed_results(dirs):
 
 def comparison(results: dict, key: str):
     """One seed's paired figures for a comparison; None if it was not run."""
-    figures = results["stage2_vs_control"] if key == "stage2_vs_control" else results["rows"].get(key)
+    figures = results.get(key) if key.endswith("_vs_control") else results["rows"].get(key)
     return figures if figures is not None and figures["dbleu"] is not None else None
 
 

@@ -12,18 +12,19 @@
 #   bash recipes/toy/run.sh --seeds 1,2,3       # the study per seed + one report over them
 #                                               # (work/toy-seeds, results/toy-seeds)
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows
+#   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen decoder-only LM as the text model
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
 #   bash recipes/toy/run.sh --asr-updates 1600 --work work/toy-1600 --results results/toy-1600
 #                                               # a shorter-trained ASR (a new --work: its lr decays
 #                                               # to the end of the budget)
-# Options: --stage N, --stop-stage N (0-8), --scale full|quick, --seed N | --seeds N,N[,...],
+# Options: --stage N, --stop-stage N (0-9), --scale full|quick, --seed N | --seeds N,N[,...],
 # --work DIR, --results DIR, --asr-updates N, --stage2-updates N (stage 2, its control and
 # stage 3). Stages are listed in the README ("Stages of run.sh").
 set -euo pipefail
 
 stage=0
-stop_stage=7        # stage 8 (extra rows beyond the paper's table) only when asked
+stop_stage=7        # stages 8 and 9 (extra rows beyond the paper's table) only when asked
 scale=full          # full | quick
 seed=1
 work=work/toy
@@ -60,10 +61,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 for opt in stage stop_stage; do
-  [[ "${!opt}" =~ ^[0-8]$ ]] || { echo "--${opt/_/-} must be a stage number 0-8, not '${!opt}'" >&2; exit 2; }
+  [[ "${!opt}" =~ ^[0-9]$ ]] || { echo "--${opt/_/-} must be a stage number 0-9, not '${!opt}'" >&2; exit 2; }
 done
 [ "$stage" -le "$stop_stage" ] || {
-  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stage 8 runs only with --stop-stage 8)" >&2; exit 2; }
+  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8 and 9 run only with --stop-stage 8 or 9)" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a non-negative integer, not '$seed'" >&2; exit 2; }
 for opt in asr_updates stage2_updates; do
   asked=${opt}_asked
@@ -123,6 +124,7 @@ if [ "$scale" = full ]; then
   stage1_updates=50; stage2_updates=400; valid_every=100
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
+  lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's decoder-only LM
 else
   mt_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
            --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2)
@@ -134,6 +136,7 @@ else
   stage1_updates=4; stage2_updates=4; valid_every=2
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
+  lm_updates=10; lm_arch=(--layers 1 --dim 32)
 fi
 asr_updates=${asr_updates_asked:-$asr_updates}
 stage2_updates=${stage2_updates_asked:-$stage2_updates}  # also the control's and stage 3's
@@ -157,13 +160,16 @@ last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
-exporter_train() {  # name save_dir mt_checkpoint max_update exporter-source extra-flags...
-  local name=$1 save=$2 mt=$3 updates=$4 source=$5; shift 5
+exporter_train() {  # name save_dir text_model max_update exporter-source extra-flags...
+  # text_model: an MT checkpoint file, or an LM directory (stage 9)
+  local name=$1 save=$2 text=$3 updates=$4 source=$5; shift 5
+  local text_model=(--mt-checkpoint "$text")
+  [ -d "$text" ] && text_model=(--lm-checkpoint "$text")
   step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml config_st.yaml \
     --train-subset train --valid-subset dev \
-    --arch exporter --asr-checkpoint "$work/asr/checkpoint_best.pt" --mt-checkpoint "$mt" \
+    --arch exporter --asr-checkpoint "$work/asr/checkpoint_best.pt" "${text_model[@]}" \
     --exporter-source "$source" --exporter-type vocab --exporter-hidden-dim 256 \
     --criterion exporter --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
@@ -335,5 +341,35 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
   log "added the rows to $results/results.md ($(elapsed) in all)"
   record_seconds extras
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  stage_started=$(date +%s)
+  log "Stage 9: a frozen decoder-only LM as the text model (stages 1-2 and the control again)"
+  # A small Llama-architecture LM trained on the general-domain text as a prompted translator
+  # (its tokenizer holds the toy's pieces), saved as a Hugging Face directory, then frozen.
+  if ! step_done "$work/lm" $lm_updates; then
+    run train-lm fairseq_exporter.toy.causal_lm --data "$data" --out "$work/lm" --updates $lm_updates \
+      --seed "$seed" "${lm_arch[@]}"
+    mark_done "$work/lm" $lm_updates
+    log "  LM: $(tail -n 1 "$work/logs/train-lm.log" | cut -c1-120)"
+  fi
+  exporter_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
+    --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+  evaluate onebest-lm "$work/stage1-lm/checkpoint_best.pt" onebest
+  evaluate stage1-lm "$work/stage1-lm/checkpoint_best.pt" exporter onebest-lm
+  exporter_train stage2-lm "$work/stage2-lm" "$work/lm" $stage2_updates ctc \
+    --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" "${stage2_flags[@]}"
+  evaluate stage2-lm "$work/stage2-lm/checkpoint_best.pt" exporter onebest-lm
+  exporter_train control-lm "$work/control-lm" "$work/lm" $stage2_updates ctc \
+    --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" \
+    --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
+  evaluate control-lm "$work/control-lm/checkpoint_best.pt" onebest onebest-lm
+  score stage2-lm-vs-control "$work/gen/stage2-lm/generate-test.txt" "$work/gen/control-lm/generate-test.txt" \
+    "$work/gen/stage2-lm/vs-control.json"
+  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
+    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
+  log "added the LM rows to $results/results.md ($(elapsed) in all)"
+  record_seconds lm
 fi
 
