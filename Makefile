@@ -13,16 +13,19 @@ PIP := $(VENV)/bin/pip
 #   Python 3.10:       torch 1.12.1, numpy<2 and official fairseq 0.12.2 (built from its sdist);
 #                      torch 1.12.1 is the newest torch official fairseq 0.12.2 runs with (its
 #                      fused encoder-layer call has another signature in torch >= 1.13).
+#                      Without the [llm] extra: transformers 5 needs torch >= 2.
 # For a CUDA build of the same torch: make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cu116
 PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ifeq ($(PY_VERSION),3.10)
 TORCH ?= torch==1.12.1
 NUMPY ?= numpy<2
 FAIRSEQ ?= fairseq==0.12.2
+EXTRAS ?= toy,test
 else
 TORCH ?= torch==2.13.0
 NUMPY ?= numpy
 FAIRSEQ ?= ve-fairseq==0.12.3
+EXTRAS ?= toy,test,llm
 endif
 TORCH_INDEX ?=
 FAIRSEQ_DEPS := cffi cython hydra-core omegaconf regex sacrebleu tqdm bitarray scikit-learn packaging
@@ -31,7 +34,8 @@ PYTEST_ARGS ?=
 # The short check of an install path (CI runs it for each other Python): stage 2 and stage 1
 # through fairseq-train, fairseq-generate and the scorer, and checkpoint loading.
 SMOKE_TESTS := tests/test_cli.py::test_train_generate_score_through_the_fairseq_clis \
-	tests/test_cli.py::test_stage1_trains_only_the_exporter tests/test_compat.py
+	tests/test_cli.py::test_stage1_trains_only_the_exporter tests/test_compat.py \
+	tests/test_lm_backend.py::test_stages_and_generate_through_the_fairseq_clis
 
 .PHONY: install demo test smoke clean
 
@@ -45,7 +49,7 @@ $(VENV)/.installed: setup.py
 	$(PIP) install -q $(TORCH_INDEX) $(TORCH) "$(NUMPY)"
 	$(PIP) install -q --no-deps $(FAIRSEQ)
 	$(PIP) install -q $(FAIRSEQ_DEPS) "$(NUMPY)"
-	$(PIP) install -q -e ".[toy,test]" "$(NUMPY)"
+	$(PIP) install -q -e ".[$(EXTRAS)]" "$(NUMPY)"
 	$(PY) -c "import sys, torch, numpy, fairseq, fairseq_exporter; print('Python', sys.version.split()[0], '| torch', torch.__version__, '| numpy', numpy.__version__, '| fairseq', fairseq.__version__)"
 	@touch $@
 

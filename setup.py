@@ -33,6 +33,8 @@ setup(
     ],
     extras_require={
         "toy": ["espeakng-loader", "matplotlib"],
+        # the causal-LM back-end (--lm-checkpoint); tested with the torch the Makefile installs
+        "llm": ["transformers==5.24.0"],
         # xdist: the suite runs on both cores; timeout: a hung test fails instead of stalling CI;
         # pandas: fairseq's own prep_mustc_data.py, compared against
         "test": ["pytest", "pytest-xdist", "pytest-timeout", "pandas"],
@@ -42,6 +44,7 @@ setup(
             "fairseq-exporter-score = fairseq_exporter.cli.score:main",
             "fairseq-exporter-join-manifests = fairseq_exporter.cli.join_manifests:main",
             "fairseq-exporter-prep-mustc = fairseq_exporter.cli.prep_mustc:main",
+            "fairseq-exporter-lm-vocab = fairseq_exporter.cli.lm_vocab:main",
         ],
     },
 )

@@ -15,3 +15,4 @@ compat.allow_fairseq_checkpoint_globals()
 compat.make_checkpoint_copies_atomic()
 
 from fairseq_exporter import criterions, models, tasks  # noqa: E402,F401  (registration)
+from fairseq_exporter.data import lm_pieces  # noqa: E402,F401  (the hf_tokenizer bpe)

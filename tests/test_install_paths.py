@@ -37,3 +37,13 @@ def test_ci_runs_the_smoke_of_every_other_python():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and re.search(r"for version in 3\.10 3\.12; do", ci)
     assert 'make smoke PYTHON="$python"' in ci
+
+
+def test_the_llm_extra_is_pinned_and_shown_and_installed_where_transformers_runs():
+    setup = (REPO / "setup.py").read_text()
+    pin = re.search(r'"llm": \["(transformers==[\d.]+)"\]', setup).group(1)
+    assert f"`{pin}`" in (REPO / "README.md").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    # transformers 5 needs torch >= 2: the 3.10 path (torch 1.12) goes without the extra
+    assert re.search(r"ifeq \(\$\(PY_VERSION\),3\.10\)(?:(?!else).)*EXTRAS \?= toy,test\n", makefile, re.DOTALL)
+    assert re.search(r"else(?:(?!endif).)*EXTRAS \?= toy,test,llm\n", makefile, re.DOTALL)

@@ -37,11 +37,11 @@ def build(path: Path, arch: str = "llama", seed: int = 0, extra_words=()) -> Pat
     torch.manual_seed(seed)
     if arch == "llama":
         config = LlamaConfig(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                              bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
         model = LlamaForCausalLM(config)
     else:
-        config = GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+        config = GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=512,
                             bos_token_id=1, eos_token_id=2)
         model = GPT2LMHeadModel(config)
     with torch.no_grad():  # logits spread enough that greedy and beam search make real choices
