@@ -155,18 +155,18 @@ def test_cached_rows_are_read_from_memory_mapped_shards(cascade, tmp_path, monke
     assert _losses(task, model, criterion, sample, steps=1)[0] == pytest.approx(plain[0], rel=1e-5, abs=1e-6)
 
 
-def test_float16_states_are_a_cache_of_their_own_and_close(cascade, tmp_path, monkeypatch):
-    """States stored as float16: half the bytes, losses within float16 rounding; a
+def test_float16_states_are_a_cache_of_their_own_and_close(cascade, tmp_path):
+    """--onebest-cache-dtype float16: half the bytes, losses within float16 rounding; a
     directory written in one dtype is refused in the other."""
-    from fairseq_exporter.models import onebest_cache
-
-    real = onebest_cache.OneBestCache
-    monkeypatch.setattr(onebest_cache, "OneBestCache", lambda d, key: real(d, key, state_dtype="float16"))
-    task, model, criterion, sample, plain = _fill(cascade, tmp_path, tmp_path / "c", steps=2)
+    torch.manual_seed(0)
+    _, task, model, criterion = build(cascade, *STAGE1, "--onebest-cache", str(tmp_path / "c"),
+                                      "--onebest-cache-dtype", "float16")
+    sample = first_batch(task, "train", max_sentences=8)
+    plain = _losses(task, model, criterion, sample, steps=2)
     assert plain[1] == pytest.approx(plain[0], rel=1e-2, abs=1e-3)  # step 2 read float16 states
     model.onebest_cache.flush()
     assert {np.load(p).dtype for p in (tmp_path / "c").glob("shard-*.states.npy")} == {np.dtype(np.float16)}
-    monkeypatch.setattr(onebest_cache, "OneBestCache", real)
+    model.use_onebest_cache(str(tmp_path / "c"))  # float32 on the same directory
     model.onebest_cache = None
     with pytest.raises(StaleOneBestCache, match="state_dtype: cached 'float16', now 'float32'"):
         _losses(task, model, criterion, sample, steps=1)

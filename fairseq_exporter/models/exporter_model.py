@@ -167,15 +167,16 @@ class ExporterModel(FairseqEncoderDecoderModel):
             if frozen and part is not None:
                 part.requires_grad_(False)
         self.onebest_cache_dir: Optional[str] = None  # --onebest-cache (see use_onebest_cache)
+        self.onebest_cache_dtype = "float32"  # --onebest-cache-dtype
         self.onebest_cache: Optional[onebest_cache.OneBestCache] = None
         self.train()
 
-    def use_onebest_cache(self, directory: str):
+    def use_onebest_cache(self, directory: str, state_dtype: str = "float32"):
         """--onebest-cache DIR: in training, each utterance's recognition comes from DIR
         once computed (models/onebest_cache.py). Opened at the first training forward,
         once the ASR weights are loaded (a resumed run loads them after building)."""
         onebest_cache.check_cacheable(self, self.encoder.coupling)
-        self.onebest_cache_dir = directory
+        self.onebest_cache_dir, self.onebest_cache_dtype = directory, state_dtype
 
     def _cached_recognition(self, net_input, utterance, compute_asr_reference: bool):
         if utterance is None:
@@ -183,7 +184,7 @@ class ExporterModel(FairseqEncoderDecoderModel):
                              "(they do not come from the speech_to_text_exporter task's dataset)")
         if self.onebest_cache is None:
             key = onebest_cache.fingerprint(self.encoder, self.encoder.onebest_beam, self.encoder.onebest_max_len)
-            self.onebest_cache = onebest_cache.OneBestCache(self.onebest_cache_dir, key)
+            self.onebest_cache = onebest_cache.OneBestCache(self.onebest_cache_dir, key, self.onebest_cache_dtype)
         # the speech encoder output is still needed by the ASR loss and the transformer exporter
         need_encoder = compute_asr_reference or self.cfg.exporter_type == "transformer"
         return self.onebest_cache.recognize(self.encoder, net_input, onebest_cache.cache_keys(utterance),

@@ -62,6 +62,9 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                             help="with --freeze-asr: compute each training utterance's ASR 1-best and "
                                  "token states once, keep them in DIR and reuse them in later epochs "
                                  "(an error if DIR was written for another ASR or search options)")
+        parser.add_argument("--onebest-cache-dtype", default="float32", choices=("float32", "float16"),
+                            help="--onebest-cache: how the token states are stored (float16 halves the disk "
+                                 "and page cache)")
         parser.add_argument("--eval-bleu", action="store_true",
                             help="translate the validation set and log its BLEU "
                                  "(use with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric)")
@@ -166,7 +169,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                 cfg[key] = getattr(model.cfg, key)
         self.speech_limits = _speech_limits(model, self.args)
         if getattr(self.args, "onebest_cache", None):
-            model.use_onebest_cache(self.args.onebest_cache)
+            model.use_onebest_cache(self.args.onebest_cache, getattr(self.args, "onebest_cache_dtype", "float32"))
         if getattr(self.args, "ast_weight", None) is not None:  # fairseq-train: the criterion is known
             freeze_parameters_the_loss_never_uses(model, self.coupling, self.args.ast_weight,
                                                   self.args.l2_weight, self.args.asr_weight)
