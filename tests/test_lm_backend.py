@@ -226,3 +226,16 @@ def test_bad_lm_setups_are_named(cascade, lms, tmp_path, case):
         extra, expected = ("--mt-checkpoint", str(cascade["mt"])), "the text model is one or the other"
     with pytest.raises((LMError, ValueError, FileNotFoundError), match=expected):
         _build(cascade, lm, "--lm-prompt", tiny_lm.PROMPT, *extra)
+
+
+@pytest.mark.parametrize("coupling,source", [("exporter", "decoder"), ("posterior", "ctc"), ("reference", "ctc")])
+def test_every_coupling_and_source_trains_through_the_lm(cascade, lms, coupling, source):
+    """The LM back-end takes what the MT back-end takes: both exporter sources, posterior
+    coupling (the ASR's posterior times the LM's rows of the ASR symbols), the reference."""
+    _, task, model, criterion = _build(cascade, lms["gpt2"], "--coupling", coupling, "--exporter-source", source,
+                                       "--asr-weight", "0.3")
+    model.train()
+    loss, _, log = criterion(model, first_batch(task, split="train", max_sentences=4))
+    loss.backward()
+    assert torch.isfinite(loss) and "ast_loss" in log and ("l2_sum" in log) == (coupling != "reference")
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.asr.parameters())
