@@ -277,13 +277,22 @@ def _text_model_lm(args):
     path = getattr(args, "path", None)
     if lm_dir or not path:
         return lm_dir
-    from fairseq import checkpoint_utils
-
     first = path.split(":")[0]
     if not Path(first).is_file():
         return None  # fairseq reports the missing --path itself
-    model_cfg = (checkpoint_utils.load_checkpoint_to_cpu(first).get("cfg") or {}).get("model")
-    return getattr(model_cfg, "lm_checkpoint", None) if model_cfg is not None else None
+    model_cfg = (_read_checkpoint_lazily(first).get("cfg") or {}).get("model")
+    return model_cfg.get("lm_checkpoint") if hasattr(model_cfg, "get") else None
+
+
+def _read_checkpoint_lazily(path):
+    """A checkpoint whose tensors are memory-mapped, not read (only its config is wanted):
+    fairseq then loads it in full itself. fairseq's own reader where torch cannot map it."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True)
+    except Exception:  # torch < 2.1, a legacy (non-zip) file: read it as fairseq does
+        from fairseq import checkpoint_utils
+
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
 
 
 # --eval-bleu's generation settings unless --eval-bleu-args overrides them.
