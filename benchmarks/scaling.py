@@ -340,6 +340,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.train_sizes, args.ctc_batches, args.ctc_batch_size, args.ctc_vocab = "200,600", "40", 1, 8, 300
+        args.state_dtypes = "float32"  # each dtype is 4 fresh processes; float16 storage has its own unit test
     sizes = [int(n) for n in args.sizes.split(",")]
     train_sizes = [int(n) for n in args.train_sizes.split(",")]
     dtypes = args.state_dtypes.split(",")

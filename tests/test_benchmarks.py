@@ -77,8 +77,8 @@ def test_benchmark_scripts_print_their_tables(cascade, tmp_path, monkeypatch, ca
 
 
 def test_scaling_benchmark_prints_its_tables(cascade, tmp_path):
-    """benchmarks/scaling.py --quick: every part runs (loading, the cache at dim 512 in
-    both dtypes, stage 1 + fairseq-generate, the two CTC searches) and the batched CTC
+    """benchmarks/scaling.py --quick: every part runs (loading, the cache at dim 512,
+    stage 1 + fairseq-generate, the two CTC searches) and the batched CTC
     search gives the per-utterance 1-best."""
     out = _script("scaling.py", "--quick", "--models", cascade["root"], "--scratch", tmp_path / "scaling")
     assert "loading and --onebest-cache (state dim 512)" in out and "growth k (~N^k)" in out
