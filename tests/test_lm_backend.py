@@ -239,3 +239,24 @@ def test_every_coupling_and_source_trains_through_the_lm(cascade, lms, coupling,
     loss.backward()
     assert torch.isfinite(loss) and "ast_loss" in log and ("l2_sum" in log) == (coupling != "reference")
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.asr.parameters())
+
+
+def test_a_line_break_after_the_slot_ends_the_answer(cascade, tmp_path):
+    """With a line break in the template after {src}, generation's probability of every
+    token holding a line break goes to </s> (the LM's answer is the rest of the line);
+    without one the LM's distribution is left as it is."""
+    lm = tiny_lm.build(tmp_path / "lm", "llama", extra_words=["end\nof-line"])
+    for prompt, stops in (("Translate to German: {src}\nGerman:", True), ("Translate to German: {src} German:", False)):
+        _, task, model, _ = _build(cascade, lm, "--lm-prompt", prompt)
+        decoder, eos = model.decoder, task.target_dictionary.eos()
+        newline = task.target_dictionary.index("end\nof-line")
+        logits = torch.randn(2, 3, len(task.target_dictionary))
+        plain = torch.log_softmax(logits, -1)
+        lprobs = decoder.get_normalized_probs((logits, None), log_probs=True)
+        if stops:
+            assert decoder.stop_ids.tolist() == [newline]
+            assert torch.isinf(lprobs[..., newline]).all()
+            assert torch.allclose(lprobs[..., eos], torch.logsumexp(plain[..., [eos, newline]], -1))
+            assert torch.allclose(lprobs.exp().sum(-1), torch.ones(2, 3))
+        else:
+            assert torch.equal(lprobs, plain)
