@@ -352,7 +352,7 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
     run train-lm fairseq_exporter.toy.causal_lm --data "$data" --out "$work/lm" --updates $lm_updates \
       --seed "$seed" "${lm_arch[@]}"
     mark_done "$work/lm" $lm_updates
-    log "  LM: $(tail -n 1 "$work/logs/train-lm.log" | cut -c1-120)"
+    log "  LM: $(grep '"valid_nll"' "$work/logs/train-lm.log" | tail -n 1 | cut -c1-120)"
   fi
   exporter_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
     --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
