@@ -34,8 +34,10 @@ PYTEST_ARGS ?=
 # The short check of an install path (CI runs it for each other Python): stage 2 and stage 1
 # through fairseq-train, fairseq-generate and the scorer, and checkpoint loading.
 SMOKE_TESTS := tests/test_cli.py::test_train_generate_score_through_the_fairseq_clis \
-	tests/test_cli.py::test_stage1_trains_only_the_exporter tests/test_compat.py \
-	tests/test_lm_backend.py::test_stages_and_generate_through_the_fairseq_clis
+	tests/test_cli.py::test_stage1_trains_only_the_exporter tests/test_compat.py
+ifneq (,$(findstring llm,$(EXTRAS)))  # the LM back-end where the path installs it
+SMOKE_TESTS += tests/test_lm_backend.py::test_stages_and_generate_through_the_fairseq_clis
+endif
 
 .PHONY: install demo test smoke clean
 
