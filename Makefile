@@ -39,7 +39,9 @@ ifneq (,$(findstring llm,$(EXTRAS)))  # the LM back-end where the path installs 
 SMOKE_TESTS += tests/test_lm_backend.py::test_stages_and_generate_through_the_fairseq_clis
 endif
 
-.PHONY: install demo test smoke clean
+TOKENIZERS_DIR := build/tokenizers
+
+.PHONY: install demo test smoke clean tokenizers
 
 install: $(VENV)/.installed
 
@@ -58,7 +60,14 @@ $(VENV)/.installed: setup.py
 demo: install
 	bash recipes/toy/run.sh
 
-test: install
+# The real Llama 3 / Llama 2 tokenizer fixtures of the LM back-end's tests, from the npm
+# registry (npm + node, ~5 s once; nothing to do when built).
+tokenizers: install
+ifneq (,$(findstring llm,$(EXTRAS)))
+	$(PY) tests/real_tokenizers.py $(TOKENIZERS_DIR)
+endif
+
+test: install tokenizers
 	$(PY) -m pytest -x -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 smoke: install

@@ -1,10 +1,11 @@
 """The decoder-only back-end (--lm-checkpoint): a frozen Hugging Face causal LM behind the
 exporter, on tiny random Llama- and GPT-2-architecture LMs built here (nothing downloaded).
 
-1. with the exporter output equal to the LM's embedding rows of the 1-best, generation is
-   the 1-best cascade's (the LM prompted with the 1-best ids), greedy and beam 4, batched
-   with prompts of unequal length; greedy equals transformers' own generate() on each
-   prompt alone, and beam hypotheses score as the LM scores them without a KV cache;
+1. the 1-best cascade is the user's text cascade (transformers' generate() on the prompt
+   written from the ASR's transcript), greedy and beam 4; with the exporter output equal to
+   the LM's embedding rows of the 1-best, generation is the 1-best cascade's, batched with
+   prompts of unequal length == each prompt alone (tests/test_lm_real_tokenizers.py: the
+   same on Llama 3's and Llama 2's tokenizers);
 2. the LM is frozen: unchanged by a stage-2 step, while the ASR encoder gets gradient;
 3. fairseq-train (stages 1 and 2) and fairseq-generate run on such a checkpoint, which
    holds no LM weights and refuses another LM."""
@@ -16,6 +17,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+import text_cascade  # noqa: E402
 import tiny_lm  # noqa: E402
 from exporter_setup import build, first_batch  # noqa: E402
 from tiny_cascade import run  # noqa: E402
@@ -85,49 +87,38 @@ def test_lm_fed_its_own_embedding_rows_is_the_onebest_cascade(cascade, lms, arch
         assert torch.allclose(alone[0]["positional_scores"], cascade_out[row][0]["positional_scores"], atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_greedy_equals_transformers_generate_on_each_prompt(cascade, lms, arch):
-    task, _, plain, sample, recognition = _setup(cascade, lms[arch])
-    hypos = _generate(task, plain, sample, 1, recognition)
-    decoder, lm = plain.decoder, plain.decoder.lm.module
-    eos = task.target_dictionary.eos()
-    for row, hypo in enumerate(hypos):
-        tokens = recognition.onebest.tokens[row]
-        lm_ids = decoder.source.asr_to_lm[tokens]
-        prompt = torch.cat([decoder.prefix, lm_ids[lm_ids.ge(0)], decoder.suffix]).unsqueeze(0)
-        out = lm.generate(prompt, max_new_tokens=MAX_NEW, min_new_tokens=1, do_sample=False, num_beams=1,
-                          eos_token_id=eos, pad_token_id=eos)[0, prompt.size(1):].tolist()
-        expected = out[:out.index(eos)] if eos in out else out
-        assert hypo[0]["tokens"].tolist()[:-1] == expected, row
+def _transcripts(task, recognition):
+    """The ASR's transcripts as fairseq-generate prints them (its ASR- lines)."""
+    return [task._detokenize_source(row) for row in recognition.onebest.tokens.tolist()]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_beam_hypotheses_score_as_the_lm_scores_them(cascade, lms, arch):
-    """The KV cache follows the beams: each beam-4 hypothesis's positional scores are what
-    the LM gives its tokens in one pass without a cache (a wrong reorder would not be)."""
+@pytest.mark.parametrize("beam", [1, 4])
+def test_onebest_is_the_users_text_cascade(cascade, lms, arch, beam):
+    """fairseq-generate's 1-best cascade == transformers' generate() on the prompt the user
+    writes from the ASR's transcript, token for token; its positional scores are the LM's
+    own scores of those tokens after that prompt."""
     task, _, plain, sample, recognition = _setup(cascade, lms[arch])
-    hypos = _generate(task, plain, sample, 4, recognition)
-    encoder_out = plain.encoder(**sample["net_input"], recognition=recognition)
-    eos = task.target_dictionary.eos()
-    for row, hypo in enumerate(hypos):
-        for h in hypo:
-            target = h["tokens"].unsqueeze(0)
-            prev = torch.cat([target.new_tensor([[eos]]), target[:, :-1]], 1)
-            one = plain.encoder.reorder_encoder_out(encoder_out, torch.tensor([row]))
-            with torch.no_grad():
-                logits, _ = plain.decoder(prev, encoder_out=one)
-                lprobs = plain.decoder.get_normalized_probs((logits, None), log_probs=True)
-            scores = lprobs[0].gather(-1, target[0].unsqueeze(-1)).squeeze(-1)
-            assert torch.allclose(scores, h["positional_scores"], atol=1e-4), (row, h["tokens"])
+    hypos = _generate(task, plain, sample, beam, recognition)
+    lm, tokenizer = plain.decoder.lm.module, task.target_dictionary.tokenizer
+    for row, transcript in enumerate(_transcripts(task, recognition)):
+        answer, text = text_cascade.translate(lm, tokenizer, tiny_lm.PROMPT, transcript, beam=beam, max_new=MAX_NEW)
+        assert hypos[row][0]["tokens"].tolist() == answer, (row, transcript)
+        assert task.target_dictionary.string(hypos[row][0]["tokens"]) == text
+        expected = text_cascade.lm_scores(lm, tokenizer, tiny_lm.PROMPT, transcript, answer)
+        assert torch.allclose(hypos[row][0]["positional_scores"], expected, atol=1e-4), row
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_random_exporter_changes_the_translation(cascade, lms, arch):
-    """The guarantee test above must be able to fail."""
+    """The guarantee test above must be able to fail: the LM's scores under an untrained
+    exporter are not the 1-best cascade's."""
     task, model, plain, sample, recognition = _setup(cascade, lms[arch])
-    coupled = _generate(task, model, sample, 1, recognition)
-    cascade_out = _generate(task, plain, sample, 1, recognition)
-    assert any(c[0]["score"] != p[0]["score"] for c, p in zip(coupled, cascade_out))
+    prev = torch.full((len(sample["id"]), 1), task.target_dictionary.eos())
+    with torch.no_grad():
+        coupled, _ = model.decoder(prev, encoder_out=model.encoder(**sample["net_input"], recognition=recognition))
+        cascade_out, _ = plain.decoder(prev, encoder_out=plain.encoder(**sample["net_input"], recognition=recognition))
+    assert (coupled - cascade_out).abs().max() > 1e-3
 
 
 def test_frozen_lm_is_unchanged_and_passes_gradient_to_the_asr(cascade, lms):
@@ -239,24 +230,3 @@ def test_every_coupling_and_source_trains_through_the_lm(cascade, lms, coupling,
     loss.backward()
     assert torch.isfinite(loss) and "ast_loss" in log and ("l2_sum" in log) == (coupling != "reference")
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.asr.parameters())
-
-
-def test_a_line_break_after_the_slot_ends_the_answer(cascade, tmp_path):
-    """With a line break in the template after {src}, generation's probability of every
-    token holding a line break goes to </s> (the LM's answer is the rest of the line);
-    without one the LM's distribution is left as it is."""
-    lm = tiny_lm.build(tmp_path / "lm", "llama", extra_words=["end\nof-line"])
-    for prompt, stops in (("Translate to German: {src}\nGerman:", True), ("Translate to German: {src} German:", False)):
-        _, task, model, _ = _build(cascade, lm, "--lm-prompt", prompt)
-        decoder, eos = model.decoder, task.target_dictionary.eos()
-        newline = task.target_dictionary.index("end\nof-line")
-        logits = torch.randn(2, 3, len(task.target_dictionary))
-        plain = torch.log_softmax(logits, -1)
-        lprobs = decoder.get_normalized_probs((logits, None), log_probs=True)
-        if stops:
-            assert decoder.stop_ids.tolist() == [newline]
-            assert torch.isinf(lprobs[..., newline]).all()
-            assert torch.allclose(lprobs[..., eos], torch.logsumexp(plain[..., [eos, newline]], -1))
-            assert torch.allclose(lprobs.exp().sum(-1), torch.ones(2, 3))
-        else:
-            assert torch.equal(lprobs, plain)

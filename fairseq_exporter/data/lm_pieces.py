@@ -2,7 +2,8 @@
 target vocabulary to be LM tokens): fairseq's side of the LM's tokenizer.
 
 - ``bpe: hf_tokenizer`` in a data config's ``bpe_tokenizer`` / ``src_bpe_tokenizer``
-  (``hf_tokenizer: LM_DIR``) splits text into the LM tokenizer's pieces;
+  (``hf_tokenizer: LM_DIR``) splits text into the LM tokenizer's pieces as a prompt holds
+  them after ``": "`` (models/lm_prompt.py);
 - ``fairseq-exporter-lm-vocab LM_DIR --out dict.txt`` writes those pieces as a fairseq
   dictionary (the ASR's ``vocab_filename``).
 
@@ -19,6 +20,7 @@ from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 
 from fairseq_exporter.data.lm_vocabulary import load_tokenizer
+from fairseq_exporter.models.lm_prompt import transcript_ids
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,13 @@ class HFTokenizerPieces:
         self.tokenizer = load_tokenizer(cfg.hf_tokenizer, "bpe_tokenizer hf_tokenizer")
 
     def encode(self, x: str) -> str:
-        ids = self.tokenizer(x, add_special_tokens=False)["input_ids"]
+        # the pieces the LM reads in a prompt's {src} slot (after "...: "), so that the ASR's
+        # pieces are the text prompt's, its first with its word boundary (Ġthe, ▁the)
+        ids = transcript_ids(self.tokenizer, x)
         return " ".join(p if writable(p) else "<unk>" for p in self.tokenizer.convert_ids_to_tokens(ids))
 
     def decode(self, x: str) -> str:
-        return self.tokenizer.convert_tokens_to_string(x.split())
+        return self.tokenizer.convert_tokens_to_string(x.split()).strip()
 
     def is_beginning_of_word(self, x: str) -> bool:
         return x.startswith(("\u2581", "\u0120"))

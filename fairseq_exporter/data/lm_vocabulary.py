@@ -3,9 +3,11 @@ tokenizer and vocabulary, behind fairseq's ``Dictionary`` interface.
 
 fairseq id == LM id for every LM token, so the LM's output layer is the decoder's output
 layer unchanged. fairseq needs a padding index that is no real token: an LM without a pad
-token gets one extra symbol after its rows. Translations are tokenized by the LM's tokenizer
-from raw text (``encode_line``), and hypotheses are detokenized by it (``string``): the
-config yaml's ``vocab_filename`` and ``bpe_tokenizer`` are not used on this side.
+token gets one extra symbol after its rows. Translations are tokenized from raw text as the
+LM writes them after the prompt (``encode_line``: the prompt template's ``answer_ids``), and
+hypotheses are detokenized as a user reads the answer (``string``: ``answer_text``): the config
+yaml's ``vocab_filename`` and ``bpe_tokenizer`` are not used on this side. The template is the
+model's (``--lm-prompt``): the model sets it when it is built, before any data is read.
 """
 
 import os
@@ -49,16 +51,6 @@ def load_tokenizer(path: str, option: str = OPTION):
         raise ValueError(f"{option} {path}: cannot load its tokenizer ({type(err).__name__}: {err})") from err
 
 
-def leading_special_ids(tokenizer) -> List[int]:
-    """The ids the tokenizer puts before any text (a Llama-style <s>; nothing for GPT-2)."""
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    for start in range(len(with_special) - len(plain) + 1):
-        if with_special[start:start + len(plain)] == plain:
-            return list(with_special[:start])
-    return []
-
-
 class LMDictionary(Dictionary):
     """fairseq's view of an LM vocabulary (see the module docstring)."""
 
@@ -89,6 +81,16 @@ class LMDictionary(Dictionary):
         self.indices = {s: i for i, s in enumerate(symbols)}
         self.nspecial = 0
         self.n_rows = n_rows
+        self.template = None  # the model's PromptTemplate (use_template)
+
+    def use_template(self, template):
+        self.template = template
+
+    def _template(self):
+        if self.template is None:
+            raise RuntimeError(f"{OPTION} {self.source}: translations are tokenized as answers to the "
+                               "prompt, and the model that sets --lm-prompt is not built yet")
+        return self.template
 
     @classmethod
     def from_lm_dir(cls, path: str):
@@ -105,10 +107,11 @@ class LMDictionary(Dictionary):
 
     def encode_line(self, line, line_tokenizer=None, add_if_not_exist=False, consumer=None,
                     append_eos=True, reverse_order=False) -> torch.IntTensor:
-        ids = self.tokenizer(line.strip(), add_special_tokens=False)["input_ids"]
+        template = self._template()
+        ids = template.answer_ids(line)
         if reverse_order:
             ids = ids[::-1]
-        if append_eos:
+        if append_eos and not template.ends_answer(ids):  # a last token holding a line break ends it
             ids = ids + [self.eos_index]
         return torch.IntTensor(ids)
 
@@ -121,13 +124,4 @@ class LMDictionary(Dictionary):
         if not include_eos:
             skip.add(self.eos_index)
         ids = [int(i) for i in tensor if int(i) not in skip and int(i) < self.n_rows]
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def newline_ids(self) -> List[int]:
-        """Tokens whose text holds a line break (a template whose answer ends at the line's
-        end stops there)."""
-        found = []
-        for token, i in self.tokenizer.get_vocab().items():
-            if "\n" in token or "\n" in self.tokenizer.decode([i], skip_special_tokens=False):
-                found.append(i)
-        return sorted(found)
+        return self._template().answer_text(ids)

@@ -1,12 +1,12 @@
 """The decoder-only back-end: a frozen Hugging Face causal LM as the text model of the cascade.
 
-The 1-best sits in the ``{src}`` slot of a prompt template. With ``--coupling exporter`` the
-exporter's outputs replace the LM's input-embedding lookup at exactly those positions
-(``inputs_embeds``); the template keeps the LM's own embeddings. The LM is the decoder of the
-fairseq cascade model: ``fairseq-generate`` runs it incrementally, its KV cache kept in
-fairseq's incremental state and reordered with the beams; prompts of different lengths are
-left-padded with position ids that count real tokens only, so a batch translates as each
-prompt alone would.
+The 1-best's text sits in the ``{src}`` slot of a prompt template, and the LM reads the
+pieces its tokenizer makes of the whole prompt text; with ``--coupling exporter`` the
+exporter's outputs replace the LM's input-embedding lookup at the 1-best's pieces
+(``inputs_embeds``; models/lm_prompt.py says where). The LM is the decoder of the fairseq
+cascade model for training (teacher-forced over prompt + translation, prompts left-padded
+with position ids that count real tokens only); ``fairseq-generate`` runs ``transformers``'
+own search on those prompt embeddings (models/lm_generator.py).
 
 The LM is frozen (immutable, eval mode) and its weights never enter an exporter
 checkpoint: the checkpoint keeps the LM's directory and a fingerprint of its weights.
@@ -15,20 +15,21 @@ checkpoint: the checkpoint keeps the LM's directory and a fingerprint of its wei
 import hashlib
 import inspect
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from functools import lru_cache
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
-from fairseq.models import FairseqIncrementalDecoder
+from fairseq.models import FairseqDecoder
 from torch import Tensor, nn
 
-from fairseq_exporter.data.lm_vocabulary import OPTION, check_lm_dir, leading_special_ids, require_transformers
+from fairseq_exporter.data.lm_vocabulary import OPTION, check_lm_dir, require_transformers
+from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptError, PromptTemplate  # noqa: F401
 
 LM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SLOT = "{src}"
-DEFAULT_PROMPT = "Translate to German: {src}\nGerman:"
+PROMPT_CACHE = 65536  # prompts kept per decoder: a 1-best recurs across epochs
 
 
-class LMError(ValueError):
+class LMError(PromptError):
     pass
 
 
@@ -101,50 +102,25 @@ def external_prefixes(model: nn.Module) -> List[str]:
             if isinstance(m, FrozenExternal)]
 
 
-class PromptTemplate:
-    """``prefix {src} suffix``, tokenized once. The transcript's first piece carries its own
-    word boundary (a sentencepiece ``▁``, a byte-level ``Ġ``), so whitespace just before the
-    slot is not tokenized into the prefix."""
-
-    def __init__(self, text: str, tokenizer):
-        if text.count(SLOT) != 1:
-            raise LMError(f"--lm-prompt {text!r}: the template must hold {SLOT} exactly once "
-                          f"(found {text.count(SLOT)})")
-        self.text = text
-        prefix, suffix = text.split(SLOT)
-        self.prefix = leading_special_ids(tokenizer) + _ids(tokenizer, prefix.rstrip(" "))
-        self.suffix = _ids(tokenizer, suffix)
-        self.ends_at_newline = "\n" in suffix  # the answer is the rest of the line
-
-    def __len__(self):
-        return len(self.prefix) + len(self.suffix)
-
-
-def _ids(tokenizer, text: str) -> List[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-
 def asr_to_lm_ids(asr_dict, lm_dict, asr_dict_name: str) -> Tensor:
     """LM id of each ASR symbol (the ASR's target vocabulary must be LM pieces, in any order);
-    -1 for what has no place in the prompt: fairseq's specials (</s> ends the 1-best; an
-    <unk> the LM has no token for) and fairseq's padding symbols (madeupwordNNNN)."""
+    -1 for what has no text in the prompt: fairseq's specials (</s> ends the 1-best; <unk> is
+    no text, and GPT-2's tokenizers would read it as end-of-text) and fairseq's padding
+    symbols (madeupwordNNNN)."""
     vocab = lm_dict.tokenizer.get_vocab()
-    specials = {asr_dict.bos(): None, asr_dict.pad(): None, asr_dict.eos(): None,
-                asr_dict.unk(): lm_dict.tokenizer.unk_token_id}
+    specials = {asr_dict.bos(), asr_dict.pad(), asr_dict.eos(), asr_dict.unk()}
     out = []
     for i, symbol in enumerate(asr_dict.symbols):
-        if i in specials:
-            lm_id = specials[i]
-        elif symbol.startswith("madeupword"):
-            lm_id = None
-        else:
-            lm_id = vocab.get(symbol)
-            if lm_id is None:
-                raise LMError(
-                    f"{asr_dict_name}: symbol {symbol!r} (index {i}) is not a token of the LM tokenizer "
-                    f"{lm_dict.source}: the ASR must write the LM's pieces (train it with the LM's "
-                    "tokenizer: examples/own_llm.md)")
-        out.append(-1 if lm_id is None else lm_id)
+        if i in specials or symbol.startswith("madeupword"):
+            out.append(-1)
+            continue
+        lm_id = vocab.get(symbol)
+        if lm_id is None:
+            raise LMError(
+                f"{asr_dict_name}: symbol {symbol!r} (index {i}) is not a token of the LM tokenizer "
+                f"{lm_dict.source}: the ASR must write the LM's pieces (train it with the LM's "
+                "tokenizer: examples/own_llm.md)")
+        out.append(lm_id)
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -158,7 +134,7 @@ class LMSource(nn.Module):
         self.register_buffer("asr_to_lm", asr_to_lm, persistent=False)
 
     def fed(self, tokens: Tensor) -> Tensor:
-        """Which 1-best positions reach the prompt."""
+        """Which 1-best positions have text in the prompt."""
         return self.asr_to_lm[tokens].ge(0)
 
     def rows(self, tokens: Tensor) -> Tensor:
@@ -168,65 +144,100 @@ class LMSource(nn.Module):
         return self.rows(torch.arange(len(self.asr_to_lm), device=self.asr_to_lm.device))
 
 
-class CausalLMDecoder(FairseqIncrementalDecoder):
+class PromptBatch(NamedTuple):
+    """Left-padded prompts of a batch: LM ids and mask (B x P); for each position the 1-best
+    position whose exporter output replaces its lookup (-1: none); and the offsets the other
+    prompt pieces add (flat index tensors into the batch, with weights)."""
+
+    ids: Tensor
+    mask: Tensor
+    exact: Tensor
+    mixed: Tensor  # K x 4: row, prompt position, 1-best position, weight (float)
+    prompts: list
+
+
+class CausalLMDecoder(FairseqDecoder):
     """The LM reading ``prompt(1-best or exporter output) + translation so far``."""
 
     def __init__(self, lm, lm_dict, source: LMSource, template: PromptTemplate, source_limit: int):
         super().__init__(lm_dict)
         self.lm = FrozenExternal(lm)
         self.source = source
+        self.template = template
         self.padding_idx = lm_dict.pad()
         self.n_rows = lm_dict.n_rows
         self.extra_pad = lm_dict.has_extra_pad
-        self.register_buffer("prefix", torch.tensor(template.prefix, dtype=torch.long), persistent=False)
-        self.register_buffer("suffix", torch.tensor(template.suffix, dtype=torch.long), persistent=False)
-        stop = lm_dict.newline_ids() if template.ends_at_newline else []
-        self.register_buffer("stop_ids", torch.tensor(stop, dtype=torch.long), persistent=False)
+        self._build_prompt = lru_cache(maxsize=PROMPT_CACHE)(template.build)
         lm_max = max_positions_of(lm.config) or 10 ** 6
-        self.target_limit = lm_max - len(template) - source_limit
+        # a transcript's pieces can grow when the tokenizer re-splits its text: one spare per piece
+        template_len = len(template.build(()).ids)
+        self.target_limit = lm_max - template_len - 2 * source_limit
         if self.target_limit < 2:
             raise LMError(f"{OPTION}: the LM takes {lm_max} positions; the prompt template "
-                          f"({len(template)} tokens) and a {source_limit}-token 1-best leave no room "
+                          f"({template_len} tokens) and a {source_limit}-token 1-best leave no room "
                           "for the translation (lower --onebest-max-len)")
         params = inspect.signature(lm.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" in params
 
     # ---- the prompt ------------------------------------------------------------------------
+    def prompts(self, tokens: Tensor) -> PromptBatch:
+        """The text prompts of 1-best ``tokens`` (B x L, ASR ids), left-padded."""
+        lm_ids = self.source.asr_to_lm[tokens].tolist()
+        built, where = [], []
+        for row in lm_ids:
+            kept = [(j, i) for j, i in enumerate(row) if i >= 0]
+            where.append([j for j, _ in kept])
+            built.append(self._build_prompt(tuple(i for _, i in kept)))
+        width = max(len(p.ids) for p in built)
+        ids = torch.zeros(len(built), width, dtype=torch.long)
+        mask = torch.zeros(len(built), width, dtype=torch.long)
+        exact = torch.full((len(built), width), -1, dtype=torch.long)
+        mixed = []
+        for b, (p, positions) in enumerate(zip(built, where)):
+            pad = width - len(p.ids)
+            ids[b, pad:] = torch.tensor(p.ids)
+            mask[b, pad:] = 1
+            exact[b, pad:] = torch.tensor([positions[a] if a >= 0 else -1 for a in p.exact])
+            mixed.extend((b, pad + q, positions[a], w) for q, a, w in p.mixed)
+        device = tokens.device
+        mixed_t = torch.tensor(mixed, dtype=torch.float64).reshape(-1, 4)
+        return PromptBatch(ids.to(device), mask.to(device), exact.to(device), mixed_t, built)
+
+    def embed_prompts(self, batch: PromptBatch, tokens: Tensor, embeddings: Optional[Tensor]) -> Tensor:
+        """The prompt's input embeddings: the LM's lookup, with the exporter outputs
+        ``embeddings`` (B x L x D, None: the lookup alone) where the module docstring of
+        models/lm_prompt.py puts them."""
+        lookup = self.lm.module.get_input_embeddings()
+        embeds = lookup(batch.ids)
+        if embeddings is None:
+            return embeds
+        embeddings = embeddings.to(embeds.dtype)
+        has = batch.exact.ge(0).unsqueeze(-1)
+        index = batch.exact.clamp(min=0).unsqueeze(-1).expand(-1, -1, embeddings.size(-1))
+        embeds = torch.where(has, embeddings.gather(1, index), embeds)
+        if len(batch.mixed):
+            b, q, a = (batch.mixed[:, k].long().to(tokens.device) for k in range(3))
+            weight = batch.mixed[:, 3].to(device=tokens.device, dtype=embeds.dtype).unsqueeze(-1)
+            offsets = (embeddings[b, a] - self.source.rows(tokens[b, a]).to(embeds.dtype)) * weight
+            embeds = embeds.index_put((b, q), offsets, accumulate=True)
+        return embeds
+
     def prompt(self, tokens: Tensor, embeddings: Optional[Tensor]):
-        """Left-padded prompt embeddings (B x P x D) and mask (B x P) for 1-best ``tokens``
-        (B x L, ASR ids) whose embeddings are ``embeddings`` (B x L x D; None: the LM's own)."""
-        lm_ids = self.source.asr_to_lm[tokens]
-        keep = lm_ids.ge(0)
-        n = keep.sum(1, keepdim=True)
-        n_pre, n_suf = len(self.prefix), len(self.suffix)
-        lengths = n_pre + n + n_suf
-        width = int(lengths.max())
-        rel = torch.arange(width, device=tokens.device).unsqueeze(0) - (width - lengths)  # place in the row's prompt
-        mask = rel.ge(0)
-        in_pre = mask & rel.lt(n_pre)
-        in_src = rel.ge(n_pre) & rel.lt(n_pre + n)
-        in_suf = rel.ge(n_pre + n)
-        ids = torch.zeros_like(rel)
-        ids[in_pre] = self.prefix[rel[in_pre]]
-        ids[in_src] = lm_ids[keep]  # both row-major: the kept tokens in their order
-        ids[in_suf] = self.suffix[(rel - n_pre - n)[in_suf]]
-        embeds = self.lm.module.get_input_embeddings()(ids)
-        if embeddings is not None:
-            embeds = embeds.masked_scatter(in_src.unsqueeze(-1), embeddings[keep].to(embeds.dtype))
-        return embeds, mask.long()
+        """Left-padded prompt embeddings (B x P x D) and mask (B x P)."""
+        batch = self.prompts(tokens)
+        return self.embed_prompts(batch, tokens, embeddings), batch.mask
 
     def _embed_targets(self, tokens: Tensor) -> Tensor:
         ids = tokens.masked_fill(tokens.ge(self.n_rows), 0)  # the extra pad: masked out anyway
         return self.lm.module.get_input_embeddings()(ids)
 
-    def _run(self, embeds, mask, positions, cache=None, keep=0):
-        kwargs = {self._cache_kw: cache, "use_cache": cache is not None}
+    def _run(self, embeds, mask, positions, keep=0):
+        kwargs = {self._cache_kw: None, "use_cache": False}
         if self._keep_kw:
             kwargs["logits_to_keep"] = keep
         out = self.lm.module(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs)
-        logits = out.logits if self._keep_kw or not keep else out.logits[:, -keep:]
-        return logits, getattr(out, "past_key_values", None)
+        return out.logits if self._keep_kw or not keep else out.logits[:, -keep:]
 
     def _fairseq_logits(self, logits: Tensor) -> Tensor:
         if self.extra_pad:  # a column for fairseq's pad (no LM token): never generated, never a target
@@ -234,49 +245,15 @@ class CausalLMDecoder(FairseqIncrementalDecoder):
         return logits
 
     # ---- fairseq's decoder interface --------------------------------------------------------
-    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **unused):
-        if incremental_state is not None:
-            return self._step(prev_output_tokens, encoder_out, incremental_state)
-        embeds, mask = self.prompt(encoder_out["source_tokens"][0], _first(encoder_out["source_embeddings"]))
+    def forward(self, prev_output_tokens, encoder_out=None, **unused):
+        tokens = encoder_out["source_tokens"][0]
+        embeds, mask = self.prompt(tokens, _first(encoder_out["source_embeddings"]))
         target = prev_output_tokens[:, 1:]  # fairseq's first input is a start marker (</s>): the prompt's end
         embeds = torch.cat([embeds, self._embed_targets(target)], 1)
         mask = torch.cat([mask, target.ne(self.padding_idx).long()], 1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits, _ = self._run(embeds, mask, positions, keep=prev_output_tokens.size(1))
+        logits = self._run(embeds, mask, positions, keep=prev_output_tokens.size(1))
         return self._fairseq_logits(logits), {"attn": [None]}
-
-    def _step(self, prev_output_tokens, encoder_out, incremental_state):
-        state = self.get_incremental_state(incremental_state, "lm")
-        if state is None:  # the first step reads the whole prompt
-            embeds, mask = self.prompt(encoder_out["source_tokens"][0], _first(encoder_out["source_embeddings"]))
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
-            cache = _new_cache()
-        else:
-            embeds = self._embed_targets(prev_output_tokens[:, -1:])
-            mask = torch.cat([state["mask"], state["mask"].new_ones(len(embeds), 1)], 1)
-            positions, cache = state["position"], state["cache"]
-        logits, cache = self._run(embeds, mask, positions, cache=cache, keep=1)
-        self.set_incremental_state(incremental_state, "lm",
-                                   {"cache": cache, "mask": mask, "position": positions[:, -1:] + 1})
-        return self._fairseq_logits(logits), {"attn": [None]}
-
-    def reorder_incremental_state(self, incremental_state, new_order):
-        state = self.get_incremental_state(incremental_state, "lm")
-        if state is None:
-            return
-        state["cache"].reorder_cache(new_order)
-        state["mask"] = state["mask"].index_select(0, new_order)
-        state["position"] = state["position"].index_select(0, new_order)
-        self.set_incremental_state(incremental_state, "lm", state)
-
-    def get_normalized_probs(self, net_output, log_probs, sample=None):
-        lprobs = super().get_normalized_probs(net_output, log_probs, sample)
-        if log_probs and len(self.stop_ids):  # a line break ends the answer: its mass goes to </s>
-            eos = self.dictionary.eos()
-            stops = torch.cat([lprobs[..., eos:eos + 1], lprobs.index_select(-1, self.stop_ids)], -1)
-            lprobs = lprobs.index_fill(-1, self.stop_ids, float("-inf"))
-            lprobs[..., eos] = torch.logsumexp(stops, -1)
-        return lprobs
 
     def max_positions(self):
         return self.target_limit
@@ -284,12 +261,6 @@ class CausalLMDecoder(FairseqIncrementalDecoder):
 
 def _first(value):
     return value[0] if isinstance(value, list) and value else None
-
-
-def _new_cache():
-    from transformers import DynamicCache
-
-    return DynamicCache()
 
 
 def source_encoder_out(tokens: Tensor, embeddings: Optional[Tensor]) -> Dict[str, List[Tensor]]:

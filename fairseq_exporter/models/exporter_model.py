@@ -148,6 +148,7 @@ def _build_lm(cfg, task):
                       f"LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
                       "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
     template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
+    lm_dict.use_template(template)  # translations are tokenized as answers to this prompt
     src_name, _ = task.dictionary_files()
     source = LMSource(lm.get_input_embeddings(), asr_to_lm_ids(task.transcript_dictionary, lm_dict, src_name))
     source_limit = task.onebest_max_len + 1  # the longest 1-best and its </s>

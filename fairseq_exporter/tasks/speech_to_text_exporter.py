@@ -212,6 +212,14 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             log_bleu(logging_outputs)
 
     # ---- generation -------------------------------------------------------------
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        if self.lm_dir and not getattr(args, "score_reference", False):
+            from fairseq_exporter.models.lm_generator import LMGenerator
+
+            # the LM's own search, so that the 1-best cascade is the one a user runs
+            return LMGenerator(models[0], self.tgt_dict, args)
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
+
     def _translate(self, generator, models, sample, **kwargs):
         if len(models) != 1:
             raise ValueError("ensembles of exporter models are not supported (pass one --path)")

@@ -5,8 +5,9 @@ directory, then used frozen behind the exporter (``--lm-checkpoint``).
 Its tokenizer holds the pieces of both of the toy's sentencepiece models and the prompt
 template's, so the ASR's target vocabulary (the English pieces) consists of LM pieces. The
 ``{src}`` slot of each training prompt holds the English sentence in those pieces (what the
-1-best cascade feeds the LM); the German side is tokenized by the LM's own tokenizer, as the
-exporter task tokenizes translations; the loss is on the German tokens and </s> only.
+1-best cascade feeds the LM) as text, tokenized with the whole prompt; the German side is the
+answer as the exporter task tokenizes translations, ending with the line break that ends it;
+the loss is on the answer's tokens only.
 
     python -m fairseq_exporter.toy.causal_lm --data work/toy/data --out work/toy/lm --updates 800 --seed 1
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fairseq_exporter.models.causal_lm import DEFAULT_PROMPT, PromptTemplate
+from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptTemplate
 
 SPECIALS = ("<unk>", "<s>", "</s>")
 
@@ -59,14 +60,14 @@ def build_tokenizer(spm_models, template: str = DEFAULT_PROMPT):
 
 
 def examples(tokenizer, template: PromptTemplate, en_lines, de_lines):
-    """(ids, first target position) per sentence pair: prompt(English pieces) + German + </s>."""
+    """(ids, first target position) per sentence pair: the text prompt of the English sentence
+    (what the 1-best cascade feeds the LM) + the German answer as the LM writes it after the
+    prompt, up to its line break."""
     vocab = tokenizer.get_vocab()
     out = []
     for en, de in zip(en_lines, de_lines):
-        src = [vocab[p] for p in en.split()]
-        tgt = tokenizer(detokenize(de), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        prompt = template.prefix + src + template.suffix
-        out.append((prompt + tgt, len(prompt)))
+        prompt = template.build(tuple(vocab[p] for p in en.split())).ids
+        out.append((prompt + template.answer_ids(detokenize(de)), len(prompt)))
     return out
 
 
