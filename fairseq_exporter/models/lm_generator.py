@@ -142,7 +142,7 @@ class LMGenerator:
             prev = torch.cat([target.new_full((len(rows), 1), self.eos), target[:, :-1]], 1)
             logits, _ = decoder(prev, encoder_out=part)
             logits = logits[..., :decoder.n_rows].float()  # not fairseq's extra pad column
-            lprobs = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            lprobs = torch.log_softmax(logits, -1).gather(-1, target.clamp(max=decoder.n_rows - 1).unsqueeze(-1)).squeeze(-1)
             scores.extend(lprobs[i, :len(hyps[r])].cpu() for i, r in enumerate(rows))
         return scores
 

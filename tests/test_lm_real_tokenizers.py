@@ -1,0 +1,137 @@
+"""The LM back-end on real LLM tokenizers (Llama 3: byte-level BPE; Llama 2: sentencepiece
+with byte fallback; tests/real_tokenizers.py) with tiny random Llamas of their full
+vocabularies and an ASR trained on their pieces, on punctuated transcripts with the default
+template. The reference is built from text alone (tests/text_cascade.py):
+
+1. --coupling onebest == transformers' generate() on prompt.format(src=<the ASR's transcript>),
+   token for token, greedy and beam 4, for the ASR's 1-best, the reference transcripts' pieces
+   and 1-bests with pieces split where the tokenizer would not split them;
+2. --coupling exporter with the exporter output := the LM's rows of the 1-best's pieces gives
+   the same translations (merged pieces such as Llama 3's `.Ċ` included);
+3. answers end as a user's do: at the first token holding a line break, whose text before
+   the break is kept; translation targets end with that token."""
+
+import functools
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import piece_cascade  # noqa: E402
+import real_tokenizers  # noqa: E402
+import text_cascade  # noqa: E402
+from exporter_setup import build, first_batch  # noqa: E402
+
+from fairseq_exporter.models.coupling import Recognition  # noqa: E402
+from fairseq_exporter.models.onebest import OneBest  # noqa: E402
+
+MAX_NEW = 8
+PROMPT = piece_cascade.PROMPT
+
+
+@pytest.fixture(scope="module", params=real_tokenizers.NAMES)
+def pieces(request, tmp_path_factory):
+    tokenizer_dir = real_tokenizers.build()[request.param]
+    return piece_cascade.build(tmp_path_factory.mktemp(request.param), tokenizer_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def _stops(lm_dir):
+    from transformers import AutoTokenizer
+
+    return text_cascade.stop_ids(AutoTokenizer.from_pretrained(lm_dir, local_files_only=True))
+
+
+def _model(pieces, coupling):
+    torch.manual_seed(0)
+    _, task, model, _ = build(pieces, "--coupling", coupling, "--onebest-max-len", "30",
+                              text_model=("--lm-checkpoint", str(pieces["lm"]), "--lm-prompt", PROMPT))
+    model.eval()
+    return task, model
+
+
+def _padded(rows, pad, eos):
+    width = max(len(r) for r in rows) + 1
+    out = torch.full((len(rows), width), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r) + 1] = torch.tensor(r + [eos])
+    return out
+
+
+def _onebests(task, model, sample):
+    """The ASR's 1-best, the reference transcripts' pieces, and those with pieces split."""
+    src = task.transcript_dictionary
+    with torch.no_grad():
+        asr = model.encoder.recognize(**sample["net_input"]).onebest.tokens
+    reference = [[t for t in row if t not in (src.pad(), src.eos())] for row in sample["net_input"]["src_txt_tokens"].tolist()]
+    halves = piece_cascade.split_pieces(task.target_dictionary.tokenizer, src.symbols)
+    resplit = [[h for t in row for h in ([src.index(p) for p in halves[src[t]]] if src[t] in halves else [t])]
+               for row in reference]
+    assert resplit != reference
+    return {"asr": asr, "reference": _padded(reference, src.pad(), src.eos()),
+            "resplit": _padded(resplit, src.pad(), src.eos())}
+
+
+def _check_text_cascade(task, model, sample, tokens, beam, lm_dir):
+    generator = task.build_generator([model], _gen_args(beam))
+    net_input = dict(sample["net_input"], recognition=Recognition(None, OneBest(tokens=tokens)))
+    hypos = generator.generate([model], {**sample, "net_input": net_input})
+    lm, tokenizer = model.decoder.lm.module, task.target_dictionary.tokenizer
+    lengths = []
+    for row, ids in enumerate(tokens.tolist()):
+        transcript = task._detokenize_source(ids)
+        answer, text = text_cascade.translate(lm, tokenizer, PROMPT, transcript, beam=beam, max_new=MAX_NEW,
+                                              stops=_stops(lm_dir))
+        assert hypos[row][0]["tokens"].tolist() == answer, (row, transcript)
+        assert task.target_dictionary.string(hypos[row][0]["tokens"]) == text
+        lengths.append(len(answer))
+    return lengths
+
+
+def _gen_args(beam):
+    from argparse import Namespace
+
+    return Namespace(beam=beam, nbest=1, max_len_a=0, max_len_b=MAX_NEW, min_len=1, lenpen=1.0)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_onebest_and_exporter_rows_are_the_users_text_cascade(pieces, beam):
+    task, plain = _model(pieces, "onebest")
+    _, coupled = _model(pieces, "exporter")
+    coupled.encoder.export = lambda rec: coupled.encoder.embedding_rows(rec.onebest.tokens)
+    sample = first_batch(task, max_sentences=6)
+    for name, tokens in _onebests(task, plain, sample).items():
+        lengths = _check_text_cascade(task, plain, sample, tokens, beam, pieces["lm"])
+        assert max(lengths) > 2, "a random LM's answers are several tokens long"
+        _check_text_cascade(task, coupled, sample, tokens, beam, pieces["lm"])
+
+
+def test_the_asr_writes_the_prompts_pieces(pieces):
+    """What the ASR is trained to write (the hf_tokenizer bpe) is what the text prompt holds,
+    but for pieces that also hold template text (Llama 3's `.Ċ`): no utterance has a
+    mismatch inside its transcript; split pieces are found as mismatches."""
+    task, plain = _model(pieces, "onebest")
+    sample = first_batch(task, max_sentences=6)
+    found = _onebests(task, plain, sample)
+    prompts = plain.decoder.prompts(found["reference"]).prompts
+    assert sum(p.inner_mismatches > 0 for p in prompts) == 0
+    exact = sum(1 for p in prompts for a in p.exact if a >= 0)
+    fed = int(plain.encoder.fed(found["reference"]).sum())
+    assert exact >= fed - len(prompts)  # at most the last piece merges with the template
+    assert sum(p.inner_mismatches > 0 for p in plain.decoder.prompts(found["resplit"]).prompts) > 0
+
+
+def test_answers_end_at_the_line_break_and_keep_its_text(pieces):
+    task, plain = _model(pieces, "onebest")
+    lm_dict = task.target_dictionary
+    tokenizer = lm_dict.tokenizer
+    target = lm_dict.encode_line("Der Hund sieht.").tolist()
+    last = tokenizer.convert_ids_to_tokens(target[-1])
+    assert last in (".Ċ", "<0x0A>"), last  # Llama 3 merges the full stop and the line break; Llama 2 byte-falls back
+    assert lm_dict.eos() not in target  # the line break ends the answer
+    assert lm_dict.string(torch.tensor(target)) == "Der Hund sieht."
+    # the target is the text cascade's answer: the pieces after the prompt of prompt + answer
+    prompt = PROMPT.format(src="The dog sees.")
+    whole = tokenizer(prompt + " Der Hund sieht.\n")["input_ids"]
+    assert whole[len(tokenizer(prompt)["input_ids"]):] == target
