@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import tiny_cascade
+import tiny_lm
 from tiny_cascade import run
 
 PROMPT = "Translate to German: {src}\nGerman:"  # the default template
@@ -42,22 +43,9 @@ def split_pieces(tokenizer, pieces):
 
 
 def build_lm(path: Path, tokenizer_dir: Path, seed=0):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # logits spread enough that greedy and beam search make real choices
-        model.get_input_embeddings().weight.normal_(0, 1.0)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tiny_lm.build(path, "llama", seed, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
 
 
 def build(root: Path, tokenizer_dir: Path, asr_updates=40):

@@ -230,3 +230,18 @@ def test_every_coupling_and_source_trains_through_the_lm(cascade, lms, coupling,
     loss.backward()
     assert torch.isfinite(loss) and "ast_loss" in log and ("l2_sum" in log) == (coupling != "reference")
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.asr.parameters())
+
+
+def test_lm_keeps_its_dtype_and_fingerprint_under_casts(lms):
+    """fairseq's --fp16/--bf16 cast the whole model: the LM stays in --lm-dtype (RoPE
+    frequencies included); the same LM loaded in bfloat16 has the float32 load's fingerprint,
+    another LM has not."""
+    from fairseq_exporter.models.causal_lm import FrozenExternal, load_causal_lm, weights_fingerprint
+
+    lm = load_causal_lm(str(lms["llama"]), "float32")
+    holder = torch.nn.Module()
+    holder.lm = FrozenExternal(lm)
+    holder.half()
+    assert {t.dtype for t in [*lm.parameters(), *lm.buffers()]} == {torch.float32}
+    assert weights_fingerprint(load_causal_lm(str(lms["llama"]), "bfloat16")) == weights_fingerprint(lm)
+    assert weights_fingerprint(load_causal_lm(str(lms["gpt2"]))) != weights_fingerprint(lm)

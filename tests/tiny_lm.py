@@ -27,18 +27,20 @@ def word_tokenizer(with_bos: bool, extra_words=()):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def build(path: Path, arch: str = "llama", seed: int = 0, extra_words=()) -> Path:
-    """A random tiny causal LM of ``arch`` (llama or gpt2) saved under ``path``."""
+def build(path: Path, arch: str = "llama", seed: int = 0, extra_words=(), tokenizer=None) -> Path:
+    """A random tiny causal LM of ``arch`` (llama or gpt2) saved under ``path``, with the
+    word-level tokenizer, or ``tokenizer`` (a real one: its full vocabulary)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = word_tokenizer(with_bos=arch == "llama", extra_words=extra_words)
+    tokenizer = tokenizer or word_tokenizer(with_bos=arch == "llama", extra_words=extra_words)
     n = len(tokenizer)
     torch.manual_seed(seed)
     if arch == "llama":
         config = LlamaConfig(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                             bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             tie_word_embeddings=False)
         model = LlamaForCausalLM(config)
     else:
         config = GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=512,

@@ -61,15 +61,22 @@ def load_causal_lm(path: str, dtype: str = "float32"):
     return lm.eval().requires_grad_(False)
 
 
-def weights_fingerprint(lm: nn.Module) -> str:
-    """Shapes, dtypes and 4096 evenly spaced values of every tensor: tells one LM from another
-    (a fine-tuned copy, another size) without hashing gigabytes."""
+def weights_fingerprint(lm: nn.Module, with_dtype: bool = False) -> str:
+    """Shapes and 4096 evenly spaced values (rounded to bfloat16) of every tensor: tells one LM
+    from another (a fine-tuned copy, another size) without hashing gigabytes, and the same LM
+    loaded with another --lm-dtype from itself. ``with_dtype``: the form that also hashed each
+    tensor's dtype and float32 values (checkpoints written before the dtype was left out)."""
     digest = hashlib.sha1()
     for name, tensor in sorted(lm.state_dict().items()):
         flat = tensor.detach().reshape(-1)
-        sample = flat[::max(1, flat.numel() // 4096)][:4096].float().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
+        sample = flat[::max(1, flat.numel() // 4096)][:4096]
+        if with_dtype:
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            sample = sample.float()
+        else:
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            sample = sample.to(torch.bfloat16).float() if sample.is_floating_point() else sample
+        digest.update(sample.cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -94,6 +101,16 @@ class FrozenExternal(nn.Module):
 
     def train(self, mode: bool = True):
         return super().train(False)
+
+    def _apply(self, fn, recurse=True):
+        # moves follow the model (.cuda(), .to(device)); casts do not: fairseq's --fp16/--bf16
+        # call .half()/.bfloat16() on the whole model, and the LM stays in --lm-dtype (its RoPE
+        # frequencies in float32)
+        def move_only(t):
+            moved = fn(t)
+            return moved if moved.dtype == t.dtype else t.to(moved.device)
+
+        return super()._apply(move_only, recurse)
 
 
 def external_prefixes(model: nn.Module) -> List[str]:

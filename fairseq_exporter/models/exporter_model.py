@@ -143,7 +143,7 @@ def _build_lm(cfg, task):
     if cfg.lm_fingerprint is None:
         with open_dict(cfg):
             cfg.lm_fingerprint = found
-    elif found != cfg.lm_fingerprint:
+    elif found != cfg.lm_fingerprint and weights_fingerprint(lm, with_dtype=True) != cfg.lm_fingerprint:
         raise LMError(f"--lm-checkpoint {cfg.lm_checkpoint}: its weights (fingerprint {found}) are not those of the "
                       f"LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
                       "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
