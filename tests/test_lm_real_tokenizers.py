@@ -135,3 +135,28 @@ def test_answers_end_at_the_line_break_and_keep_its_text(pieces):
     prompt = PROMPT.format(src="The dog sees.")
     whole = tokenizer(prompt + " Der Hund sieht.\n")["input_ids"]
     assert whole[len(tokenizer(prompt)["input_ids"]):] == target
+
+
+def test_prompt_fit_counts_the_transcripts_whose_pieces_the_prompt_splits_otherwise(pieces, tmp_path, capsys):
+    """fairseq-exporter-lm-vocab --prompt-fit: transcripts written as the hf_tokenizer bpe
+    writes them fit the prompt; a split piece is counted; an unknown piece is named."""
+    from transformers import AutoTokenizer
+
+    from fairseq_exporter.cli.lm_vocab import main
+    from fairseq_exporter.models.lm_prompt import transcript_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(pieces["lm"], local_files_only=True)
+    lines = [row.split("\t")[3] for row in (pieces["s2t"] / "test.tsv").read_text().splitlines()[1:]]
+    written = [" ".join(tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, t))) for t in lines]
+    (tmp_path / "fit.txt").write_text("\n".join(written) + "\n")
+    main([str(pieces["lm"]), "--prompt-fit", str(tmp_path / "fit.txt")])
+    out = capsys.readouterr().out
+    assert f"{len(lines)} transcripts" in out and "splits otherwise in 0 (0.0%)" in out
+    halves = piece_cascade.split_pieces(tokenizer, written[0].split()[1:])  # a split inside a word
+    first = next(p for p, h in halves.items() if all(half.strip("\u0120\u2581") for half in h))
+    (tmp_path / "split.txt").write_text(written[0].replace(first, " ".join(halves[first]), 1) + "\n")
+    main([str(pieces["lm"]), "--prompt-fit", str(tmp_path / "split.txt")])
+    assert "splits otherwise in 1 (100.0%)" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_text("\nnot-a-piece-of-it\n")
+    with pytest.raises(SystemExit, match="bad.txt line 2: 'not-a-piece-of-it' is not a piece"):
+        main([str(pieces["lm"]), "--prompt-fit", str(tmp_path / "bad.txt")])
