@@ -24,33 +24,44 @@ import torch
 from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptTemplate
 
 SPECIALS = ("<unk>", "<s>", "</s>")
+SCORED_OUT = -1e4  # a piece the first model does not have, inside its text
 
 
 def detokenize(pieces: str) -> str:
     return "".join(pieces.split()).replace("\u2581", " ").strip()
 
 
-def build_tokenizer(spm_models, template: str = DEFAULT_PROMPT):
-    """A Unigram tokenizer over the union of the sentencepiece models' pieces (each with its
-    best score) and the template's words and characters; Llama-style <s> first."""
+def build_tokenizer(spm_models, template: str = DEFAULT_PROMPT, first_text=()):
+    """A Unigram tokenizer over the pieces of the sentencepiece models and the template's
+    words and characters; Llama-style <s> first. The first model's text (the English
+    transcripts) is segmented as that model segments it, so the ASR's pieces are the pieces
+    of the LM's text prompt: its pieces keep its scores, and every other piece found inside
+    ``first_text`` (lines in the first model's pieces: the training text) is scored out."""
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    scores = {}
-    for path in spm_models:
+    def pieces(path):
         model = spm.SentencePieceProcessor(model_file=str(path))
-        for i in range(model.get_piece_size()):
-            if model.is_control(i) or model.is_unknown(i):
-                continue
-            piece = model.id_to_piece(i)
-            scores[piece] = max(scores.get(piece, -1e9), model.get_score(i))
+        return {model.id_to_piece(i): model.get_score(i) for i in range(model.get_piece_size())
+                if not (model.is_control(i) or model.is_unknown(i))}
+
+    scores = pieces(spm_models[0])
+    inside = "\n".join("".join(line.split()) for line in first_text)
+
+    def add(piece, score):
+        if piece not in scores:
+            scores[piece] = score + (SCORED_OUT if piece in inside else 0.0)
+
+    for path in spm_models[1:]:
+        for piece, score in pieces(path).items():
+            add(piece, score)
     fixed = template.replace("{src}", " ")
     for word in fixed.split():
-        scores.setdefault("\u2581" + word, 0.0)
-        scores.setdefault(word, -1.0)
+        add("\u2581" + word, 0.0)
+        add(word, -1.0)
     for char in set(fixed.replace(" ", "")) | {"\u2581"}:
-        scores.setdefault(char, -20.0)  # every template character has a piece: no <unk> in a prompt
+        add(char, -20.0)  # every template character has a piece: no <unk> in a prompt
     vocab = [(s, 0.0) for s in SPECIALS] + sorted(scores.items())
     tok = Tokenizer(models.Unigram(vocab, unk_id=0))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
@@ -126,7 +137,9 @@ def main(argv=None):
     data, out = Path(args.data), Path(args.out)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    tokenizer = build_tokenizer([data / "st" / "spm_en.model", data / "st" / "spm_de.model"])
+    english = [line for split in ("general", "task") for line in
+               (data / "text" / f"{split}.train.en").read_text().splitlines()]
+    tokenizer = build_tokenizer([data / "st" / "spm_en.model", data / "st" / "spm_de.model"], first_text=english)
     template = PromptTemplate(DEFAULT_PROMPT, tokenizer)
 
     def read(split):
