@@ -245,3 +245,39 @@ def test_lm_keeps_its_dtype_and_fingerprint_under_casts(lms):
     assert {t.dtype for t in [*lm.parameters(), *lm.buffers()]} == {torch.float32}
     assert weights_fingerprint(load_causal_lm(str(lms["llama"]), "bfloat16")) == weights_fingerprint(lm)
     assert weights_fingerprint(load_causal_lm(str(lms["gpt2"]))) != weights_fingerprint(lm)
+
+
+def test_the_lm_rows_are_built_once_and_recovery_finds_them(cascade, lms):
+    """The recovery metric's table (the LM rows of the ASR symbols, and their norms) is built
+    once, not per step; exported vectors equal to those rows are recovered as their tokens."""
+    _, task, model, criterion = _build(cascade, lms["llama"], "--ast-weight", "0")
+    source = model.encoder.lm_source
+    first = source.search_table()
+    assert source.search_table()[0] is first[0]
+    tokens = torch.arange(4, len(task.transcript_dictionary))
+    fed = model.encoder.fed(tokens)
+    found = model.encoder.nearest_tokens(model.encoder.embedding_rows(tokens[fed]))
+    assert torch.equal(found, tokens[fed])
+    model.train()
+    criterion(model, first_batch(task, split="train", max_sentences=4))
+    assert source.search_table()[0] is first[0]
+
+
+def test_ddp_leaves_the_frozen_lm_out(cascade, lms, tmp_path):
+    """torch DDP (gloo, one process) neither broadcasts nor buckets the LM's tensors; the
+    exporter's parameters it does."""
+    import torch.distributed as dist
+
+    _, _, model, _ = _build(cascade, lms["llama"])
+    lm_names = {"decoder.lm.module." + n for n, _ in model.decoder.lm.module.named_parameters()}
+    assert lm_names <= set(model._ddp_params_and_buffers_to_ignore)
+    assert not any(n.startswith("encoder.exporter.") for n in model._ddp_params_and_buffers_to_ignore)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        assert lm_names <= ddp.parameters_to_ignore
+        kept = {id(p) for p in ddp._module_parameters}  # what DDP syncs and buckets
+        assert not kept & {id(p) for p in model.decoder.lm.module.parameters()}
+        assert {id(p) for p in model.encoder.exporter.parameters()} <= kept
+    finally:
+        dist.destroy_process_group()

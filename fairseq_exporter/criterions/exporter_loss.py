@@ -21,7 +21,6 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from fairseq_exporter.models.exporter import nearest_rows
 from fairseq_exporter.models.trainable import unwrap
 
 logger = logging.getLogger(__name__)
@@ -84,11 +83,10 @@ class ExporterCriterion(FairseqCriterion):
         logging_output.update(onebest_tokens=n_src, onebest_truncated=coupled["recognition"].onebest.n_truncated)
         exported = coupled["exported"]
         if exported is not None:
-            table = inner.encoder.embedding_table()
             sq = squared_distance_per_token(exported, inner.encoder.embedding_rows(onebest).detach(), mask)
             loss = loss + self.l2_weight * sq.sum() * (sample_size / max(n_src, 1))
             with torch.no_grad():
-                recovered = nearest_rows(exported[mask].detach(), table).eq(onebest[mask]).sum()
+                recovered = inner.encoder.nearest_tokens(exported[mask].detach()).eq(onebest[mask]).sum()
             logging_output.update(l2_sum=sq.sum().data, recovered=recovered.data)
 
         if self.asr_weight > 0:

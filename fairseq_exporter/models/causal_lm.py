@@ -113,6 +113,16 @@ class FrozenExternal(nn.Module):
         return super()._apply(move_only, recurse)
 
 
+def external_names(model: nn.Module) -> List[str]:
+    """The names of the parameters and buffers of a model's FrozenExternal parts."""
+    prefixes = tuple(external_prefixes(model))
+    if not prefixes:
+        return []
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    names += [n for n, _ in model.named_buffers(remove_duplicate=False)]
+    return sorted({n for n in names if n.startswith(prefixes)})
+
+
 def external_prefixes(model: nn.Module) -> List[str]:
     """Where a model's FrozenExternal parts sit (their keys are never in a checkpoint)."""
     return [name + "." for name, m in model.named_modules(remove_duplicate=False)
@@ -149,6 +159,7 @@ class LMSource(nn.Module):
         super().__init__()
         self.embed = FrozenExternal(embed_tokens)
         self.register_buffer("asr_to_lm", asr_to_lm, persistent=False)
+        self._tables = None  # (key, rows, squared norms): the LM is frozen, so once per device
 
     def fed(self, tokens: Tensor) -> Tensor:
         """Which 1-best positions have text in the prompt."""
@@ -158,7 +169,18 @@ class LMSource(nn.Module):
         return self.embed.module(self.asr_to_lm[tokens].clamp(min=0))
 
     def table(self) -> Tensor:
-        return self.rows(torch.arange(len(self.asr_to_lm), device=self.asr_to_lm.device))
+        return self.search_table()[0]
+
+    def search_table(self):
+        """The LM rows of every ASR symbol (V x D, the LM's dtype) and their squared norms
+        (float32), for the nearest-row search: built once per device and dtype, not per step."""
+        weight = next(self.embed.module.parameters())
+        key = (weight.data_ptr(), weight.device, weight.dtype)
+        if self._tables is None or self._tables[0] != key:
+            with torch.no_grad():
+                rows = self.rows(torch.arange(len(self.asr_to_lm), device=self.asr_to_lm.device))
+                self._tables = (key, rows, rows.float().pow(2).sum(-1))
+        return self._tables[1], self._tables[2]
 
 
 class PromptBatch(NamedTuple):

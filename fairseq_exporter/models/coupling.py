@@ -22,6 +22,7 @@ from torch import Tensor
 
 from fairseq_exporter.models.causal_lm import LMSource, reorder_source, source_encoder_out
 from fairseq_exporter.models.ctc import CTCSearch, ctc_log_probs, frame_lengths, pool_segments
+from fairseq_exporter.models.exporter import nearest_rows
 from fairseq_exporter.models.onebest import (
     OneBest,
     OneBestSearch,
@@ -89,6 +90,13 @@ class CoupledEncoder(FairseqEncoder):
         if self.lm_source is not None:
             return self.lm_source.rows(tokens)
         return self.mt_encoder.embed_tokens.weight[tokens]
+
+    def nearest_tokens(self, vectors: Tensor) -> Tensor:
+        """The ASR symbol whose text-model row is nearest to each vector (the recovery metric)."""
+        if self.lm_source is not None:
+            table, sq = self.lm_source.search_table()
+            return nearest_rows(vectors, table, sq=sq)
+        return nearest_rows(vectors, self.mt_encoder.embed_tokens.weight.detach())
 
     def fed(self, tokens: Tensor) -> Tensor:
         """The 1-best positions the text model reads (an LM prompt leaves out </s>)."""

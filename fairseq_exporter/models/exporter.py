@@ -124,13 +124,15 @@ def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden
     raise ValueError(f"--exporter-type {kind!r}: choose one of {', '.join(EXPORTER_TYPES)}")
 
 
-def nearest_rows(vectors: Tensor, table: Tensor, chunk: int = 4096) -> Tensor:
+def nearest_rows(vectors: Tensor, table: Tensor, chunk: int = 4096, sq: Optional[Tensor] = None) -> Tensor:
     """Index of the nearest (L2) row of ``table`` for each vector: the token an
-    exported embedding 'means' to the MT model. Chunked to bound memory on big vocabularies."""
+    exported embedding 'means' to the MT model. Chunked to bound memory on big vocabularies;
+    ``sq``: the rows' squared norms where known (an LM's table: computed once). The products
+    are taken in the table's dtype (a bfloat16 LM's table is not copied to float32)."""
     out = []
-    table = table.float()
-    sq = (table * table).sum(-1)
-    for part in vectors.float().split(chunk):
+    if sq is None:
+        sq = table.float().pow(2).sum(-1)
+    for part in vectors.split(chunk):
         # ||v - t||^2 = ||v||^2 - 2 v.t + ||t||^2; ||v||^2 does not change the argmin
-        out.append((sq.unsqueeze(0) - 2 * part @ table.t()).argmin(-1))
+        out.append((sq.unsqueeze(0) - 2 * (part.to(table.dtype) @ table.t()).float()).argmin(-1))
     return torch.cat(out) if out else vectors.new_zeros(0, dtype=torch.long)

@@ -22,6 +22,7 @@ from fairseq_exporter.models.causal_lm import (
     LMSource,
     PromptTemplate,
     asr_to_lm_ids,
+    external_names,
     external_prefixes,
     load_causal_lm,
     weights_fingerprint,
@@ -170,6 +171,9 @@ class ExporterModel(FairseqEncoderDecoderModel):
         self.onebest_cache_dir: Optional[str] = None  # --onebest-cache (see use_onebest_cache)
         self.onebest_cache_dtype = "float32"  # --onebest-cache-dtype
         self.onebest_cache: Optional[onebest_cache.OneBestCache] = None
+        # torch DDP neither broadcasts nor buckets these: the LM is frozen, the same on every
+        # rank (its fingerprint says so), and can be gigabytes
+        self._ddp_params_and_buffers_to_ignore = external_names(self)
         self.train()
 
     def use_onebest_cache(self, directory: str, state_dtype: str = "float32"):

@@ -151,9 +151,17 @@ class PromptTemplate:
             asr.append(_trim(prompt_text, s, e))
         prompt = Prompt(ids=ids, exact=[-1] * len(ids), transcript=text)
         covers = []  # per prompt piece: the 1-best pieces it shares characters with
+        first = 0  # both sequences run left to right: a sweep, not all pairs
         for s, e in offsets:
             qs, qe = _trim(prompt_text, s, e)
-            covers.append([a for a, (as_, ae) in enumerate(asr) if qs < qe and as_ < ae and as_ < qe and qs < ae])
+            while first < len(asr) and asr[first][1] <= qs:
+                first += 1
+            found, a = [], first
+            while qs < qe and a < len(asr) and asr[a][0] < qe:
+                if asr[a][0] < asr[a][1] and qs < asr[a][1]:
+                    found.append(a)
+                a += 1
+            covers.append(found)
         users = {}
         for q, found in enumerate(covers):
             for a in found:
