@@ -48,7 +48,9 @@ def build_lm(path: Path, tokenizer_dir: Path, seed=0):
     return tiny_lm.build(path, "llama", seed, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
 
 
-def build(root: Path, tokenizer_dir: Path, asr_updates=40):
+def build(root: Path, tokenizer_dir: Path, asr_updates=40, full_vocab=False):
+    """``full_vocab``: the ASR writes any of the LM's pieces (fairseq-exporter-lm-vocab's
+    dictionary), not only those of this corpus."""
     from transformers import AutoTokenizer
 
     from fairseq_exporter.models.lm_prompt import transcript_ids
@@ -73,6 +75,10 @@ def build(root: Path, tokenizer_dir: Path, asr_updates=40):
     for halves in split_pieces(tokenizer, sorted(pieces)).values():
         pieces.update(halves)
     (s2t / "dict.pieces.txt").write_text("".join(f"{p} 1\n" for p in sorted(pieces)))
+    if full_vocab:
+        from fairseq_exporter.data.lm_pieces import write_vocabulary
+
+        write_vocabulary(str(lm), s2t / "dict.pieces.txt")
     bpe = f"{{bpe: hf_tokenizer, hf_tokenizer: {lm}}}"
     (s2t / "config_asr.yaml").write_text("input_channels: 1\ninput_feat_per_channel: 80\n"
                                          f"vocab_filename: dict.pieces.txt\nbpe_tokenizer: {bpe}\n")
