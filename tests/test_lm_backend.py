@@ -256,6 +256,9 @@ def test_the_lm_rows_are_built_once_and_recovery_finds_them(cascade, lms):
     assert source.search_table()[0] is first[0]
     tokens = torch.arange(4, len(task.transcript_dictionary))
     fed = model.encoder.fed(tokens)
+    specials = task.transcript_dictionary
+    # no text for fairseq's specials: an ASR <unk> would be end-of-text to a GPT-2 tokenizer (unk == eos)
+    assert not model.encoder.fed(torch.tensor([specials.unk(), specials.eos(), specials.pad(), specials.bos()])).any()
     found = model.encoder.nearest_tokens(model.encoder.embedding_rows(tokens[fed]))
     assert torch.equal(found, tokens[fed])
     model.train()
