@@ -48,7 +48,7 @@ def build_lm(path: Path, tokenizer_dir: Path, seed=0):
     return tiny_lm.build(path, "llama", seed, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
 
 
-def build(root: Path, tokenizer_dir: Path, asr_updates=40, full_vocab=False):
+def build(root: Path, tokenizer_dir: Path, asr_updates=20, full_vocab=False):
     """``full_vocab``: the ASR writes any of the LM's pieces (fairseq-exporter-lm-vocab's
     dictionary), not only those of this corpus."""
     from transformers import AutoTokenizer
