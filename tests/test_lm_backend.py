@@ -109,6 +109,17 @@ def test_onebest_is_the_users_text_cascade(cascade, lms, arch, beam):
         assert torch.allclose(hypos[row][0]["positional_scores"], expected, atol=1e-4), row
 
 
+def test_the_lms_own_generation_config_is_not_read(cascade, lms):
+    """An instruct model's generation_config (sampling, a repetition penalty) does not change
+    fairseq-generate's search: it is the one its options say."""
+    task, _, plain, sample, recognition = _setup(cascade, lms["llama"])
+    before = _generate(task, plain, sample, 4, recognition)
+    config = plain.decoder.lm.module.generation_config
+    config.do_sample, config.top_k, config.repetition_penalty, config.no_repeat_ngram_size = True, 3, 3.0, 1
+    after = _generate(task, plain, sample, 4, recognition)
+    assert [h[0]["tokens"].tolist() for h in before] == [h[0]["tokens"].tolist() for h in after]
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_random_exporter_changes_the_translation(cascade, lms, arch):
     """The guarantee test above must be able to fail: the LM's scores under an untrained

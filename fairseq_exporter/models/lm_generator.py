@@ -70,7 +70,7 @@ class LMGenerator:
         if _given(args, "sampling", False):
             topk, topp = int(_given(args, "sampling_topk", -1)), float(_given(args, "sampling_topp", -1.0))
             self.search.update(do_sample=True, num_beams=1, temperature=float(_given(args, "temperature", 1.0)),
-                               top_k=topk if topk > 0 else None, top_p=topp if topp > 0 else None)
+                               top_k=max(topk, 0), top_p=topp if topp > 0 else 1.0)
             if self.nbest > 1:
                 self.search["num_return_sequences"] = self.nbest
 
@@ -79,9 +79,13 @@ class LMGenerator:
 
         limit = self.model.decoder.max_positions()
         max_new = max(1, min(int(self.max_len_a * n_frames + self.max_len_b), limit))
-        return GenerationConfig(max_new_tokens=max_new, min_new_tokens=min(self.min_len, max_new),
-                                eos_token_id=self.stop_ids, pad_token_id=self.eos, bos_token_id=None,
-                                **self.search)
+        # every setting explicit: generate() fills what is left unset from the LM's own
+        # generation_config (an instruct model's repetition penalty, say)
+        neutral = getattr(GenerationConfig(), "_get_default_generation_params", dict)()
+        neutral = {k: v for k, v in neutral.items() if v is not None and k not in ("max_length", "min_length")}
+        return GenerationConfig(**{**neutral, "top_k": 0, **self.search}, max_new_tokens=max_new,
+                                min_new_tokens=min(self.min_len, max_new), eos_token_id=self.stop_ids,
+                                pad_token_id=self.eos, bos_token_id=None)
 
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, bos_token=None, **unused):
