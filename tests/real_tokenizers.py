@@ -645,7 +645,7 @@ def build_one(name, root):
 
 def build(root=None, names=NAMES):
     """The cached tokenizer directories {name: Path}, building those that are missing."""
-    root = Path(root) if root is not None else DEFAULT_ROOT
+    root = (Path(root) if root is not None else DEFAULT_ROOT).resolve()  # node runs in another folder
     paths = {}
     if root.is_dir():
         _remove_stale_temporaries(root)
