@@ -15,6 +15,7 @@ from fairseq_exporter.cli.score import (
     load_corpus,
     main,
     paired_bootstrap,
+    resampled_scores,
     score_corpus,
 )
 from fairseq_exporter.generate_output import read_generate_output
@@ -147,6 +148,7 @@ def test_identical_systems(tmp_path):
         # sacrebleu counts resampled differences strictly above the observed one: none
         # can be above 0, so it reports its smallest p-value, (0 + 1) / (200 + 1).
         assert result["p"] == pytest.approx(1 / 201)
+        assert result["delta_ci"] == [0.0, 0.0]
 
 
 def test_clearly_better_system_is_significant(tmp_path):
@@ -164,6 +166,20 @@ def test_clearly_better_system_is_significant(tmp_path):
     assert "SACREBLEU_SEED" not in os.environ
 
 
+def test_delta_interval_is_taken_over_the_tests_own_resamples(tmp_path):
+    # the interval comes from the resamples sacrebleu's test scores: their mean is its "mean"
+    good, almost = corpus_of(40, degrade=False), corpus_of(40, degrade=True)
+    mixed = {i: (good if i % 3 else almost)[i] for i in good}
+    system = load_corpus(write_generate(tmp_path / "a.txt", mixed))
+    baseline = load_corpus(write_generate(tmp_path / "b.txt", almost))
+    results = paired_bootstrap(system, baseline, n_samples=300, seed=11)
+    for key, metric in (("bleu", sacrebleu.metrics.BLEU()), ("chrf", sacrebleu.metrics.CHRF())):
+        scores = resampled_scores(system, metric, 300, 11)
+        assert scores.mean() == pytest.approx(results[key]["mean"], rel=1e-6)
+        low, high = results[key]["delta_ci"]
+        assert 0 < low < results[key]["delta"] < high  # a clear gain: the interval excludes 0
+
+
 def test_slightly_different_systems_are_not_significant(tmp_path):
     good = corpus_of(30, degrade=False)
     almost = dict(good)
@@ -173,6 +189,8 @@ def test_slightly_different_systems_are_not_significant(tmp_path):
     results = paired_bootstrap(system, baseline, n_samples=200)
     assert results["bleu"]["delta"] < 0.0
     assert results["bleu"]["p"] > 0.05
+    low, high = results["bleu"]["delta_ci"]
+    assert low < 0 <= high  # not significant: the interval holds 0
 
 
 def test_mismatched_references_name_the_file(tmp_path):

@@ -57,6 +57,7 @@ def write_score(path, wer, bleu, chrf, paired):
              "signature_bleu": "BLEU-signature", "signature_chrf": "chrF-signature"}
     if paired:
         score.update(zip(PAIRED_KEYS, paired))
+        score["delta_ci_bleu"] = [paired[0] - 0.5, paired[0] + 0.5]  # the bootstrap's 95% interval
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(score))
 
@@ -84,7 +85,8 @@ def make_work(root, seed=1, scores=SCORES, vs_control=VS_CONTROL, validate=VALID
 
 
 def figures(dbleu=None, p=None, dchrf=None, p_chrf=None, wer=45.0, recovery=None):
-    return {"wer": wer, "bleu": 20.0, "chrf": 50.0, "dbleu": dbleu, "p": p, "dchrf": dchrf, "p_chrf": p_chrf,
+    ci = None if dbleu is None else [dbleu - 0.5, dbleu + 0.5]
+    return {"wer": wer, "bleu": 20.0, "chrf": 50.0, "dbleu": dbleu, "p": p, "ci": ci, "dchrf": dchrf, "p_chrf": p_chrf,
             "l2": None, "recovery": recovery, "task_sense": 0, "general_sense": 1, "long_outputs": 1}
 
 
@@ -106,7 +108,9 @@ def test_results_json_rows_nulls_seconds_and_findings(tmp_path):
     assert results["rows"]["stage3"]["dbleu"] == 0.1 and results["rows"]["stage3"]["p"] == 0.375
     assert results["rows"]["control"]["l2"] is None and results["rows"]["control"]["dbleu"] == 1.0
     assert results["rows"]["reference"]["wer"] == 0.0
-    assert results["stage2_vs_control"] == {"dbleu": 1.5, "p": 0.04, "dchrf": 0.5, "p_chrf": 0.2}
+    assert results["stage2_vs_control"] == {"dbleu": 1.5, "p": 0.04, "ci": [1.0, 2.0], "dchrf": 0.5, "p_chrf": 0.2}
+    assert results["stage2_vs_exporter_only"] is None and results["stage2_vs_text_only"] is None  # not run
+    assert set(results["generate_sha256"]) == set(SCORES) and all(len(h) == 64 for h in results["generate_sha256"].values())
     assert results["seconds"] == {"corpus": 31, "mt": 150, "asr": 600, "stage1": 45, "baselines": 60,
                                   "stage2": 90}
     assert results["findings"] == {
@@ -114,15 +118,16 @@ def test_results_json_rows_nulls_seconds_and_findings(tmp_path):
                                      "token recovery 99.9%"},
         "b": {"holds": True, "text": "(b) holds: stage 2 vs 1-best cascade +2.50 BLEU (p=0.021), "
                                      "stage 2 vs control +1.50 BLEU (p=0.040)"},
-        "c": {"holds": True, "text": "(c) holds: stage 3 vs adapted 1-best cascade +0.10 BLEU (p=0.375)"},
+        "c": {"holds": True, "text": "(c) holds: stage 3 vs adapted 1-best cascade +0.10 BLEU (p=0.375), "
+                                     "95% interval [-0.40, +0.60]"},
         "d": {"holds": True, "text": "(d) holds: WER 44.00 after stage 2, 45.00 before (1-best cascade)"},
     }
 
     md = (out / "results.md").read_text()
     assert "(corpus seed 7, scale quick)" in md
     assert ("| control: 1-best cascade after stage 2's ASR updates, transcript loss only | 43.00 | 21.00 | "
-            "51.00 | +1.00 (p=0.200) | — | — | 0 / 1 | 1 |") in md.splitlines()
-    assert ("| stage 1: exporter only (ASR, MT frozen) | 45.00 | 20.10 | 50.10 | +0.10 (p=0.300) | 0.001 | "
+            "51.00 | +1.00 (p=0.200) | [+0.50, +1.50] | — | — | 0 / 1 | 1 |") in md.splitlines()
+    assert ("| stage 1: exporter only (ASR, MT frozen) | 45.00 | 20.10 | 50.10 | +0.10 (p=0.300) | [-0.40, +0.60] | 0.001 | "
             "99.9 | 0 / 1 | 1 |") in md.splitlines()
     assert "Stage 2 against the control: ΔBLEU +1.50 (p=0.040), ΔchrF +0.50 (p=0.200)." in md
     assert "- (b) holds: stage 2 vs 1-best cascade +2.50 BLEU (p=0.021), stage 2 vs control +1.50 BLEU " \
@@ -164,9 +169,18 @@ def test_missing_control_comparison_and_timings_give_nulls_and_decoder_rows_show
     ({"stage1": (-0.3, 0.04), "recovery": 99.0}, "a", True,  # both bounds are inclusive
      "(a) holds: stage 1 vs 1-best cascade -0.30 BLEU (p=0.040), token recovery 99.0%"),
     ({"recovery": None}, "a", None, "(a) not checked: no stage 1 token recovery (logs/validate-stage1.log)"),
-    ({"stage3": (1.2, 0.01)}, "c", False, "(c) does not hold: stage 3 vs adapted 1-best cascade +1.20 BLEU (p=0.010)"),
-    ({"stage3": (-0.5, 0.01)}, "c", True, "(c) holds: stage 3 vs adapted 1-best cascade -0.50 BLEU (p=0.010)"),
-    ({"stage3": (0.4, 0.05)}, "c", True, "(c) holds: stage 3 vs adapted 1-best cascade +0.40 BLEU (p=0.050)"),
+    # (c) is an equivalence check: the 95% interval (here ΔBLEU ± 0.5) within ±1 BLEU, bounds inclusive
+    ({"stage3": (1.2, 0.01)}, "c", False,
+     "(c) does not hold: stage 3 vs adapted 1-best cascade +1.20 BLEU (p=0.010), 95% interval [+0.70, +1.70]"),
+    ({"stage3": (-0.5, 0.01)}, "c", True,
+     "(c) holds: stage 3 vs adapted 1-best cascade -0.50 BLEU (p=0.010), 95% interval [-1.00, +0.00]"),
+    ({"stage3": (0.4, 0.05)}, "c", True,
+     "(c) holds: stage 3 vs adapted 1-best cascade +0.40 BLEU (p=0.050), 95% interval [-0.10, +0.90]"),
+    # not significant, but too uncertain to call the gain gone
+    ({"stage3": (0.3, 0.2), "stage3_ci": [-0.9, 1.6]}, "c", False,
+     "(c) does not hold: stage 3 vs adapted 1-best cascade +0.30 BLEU (p=0.200), 95% interval [-0.90, +1.60]"),
+    ({"stage3_ci": None}, "c", None,
+     "(c) not checked: no 95% interval in gen/stage3/score.json (score it again with this version)"),
     ({"stage2_wer": 45.01}, "d", False, "(d) does not hold: WER 45.01 after stage 2, 45.00 before (1-best cascade)"),
     ({"stage2_wer": 45.0}, "d", True, "(d) holds: WER 45.00 after stage 2, 45.00 before (1-best cascade)"),
     ({"stage2_wer": None}, "d", None,
@@ -177,6 +191,8 @@ def test_findings_hold_or_not_on_the_figures(changes, key, holds, text):
             "stage1": figures(*changes.get("stage1", (0.1, 0.3)), recovery=changes.get("recovery", 99.9)),
             "stage2": figures(*changes.get("stage2", (2.5, 0.021)), wer=changes.get("stage2_wer", 44.0)),
             "stage3": figures(*changes.get("stage3", (0.1, 0.375)))}
+    if "stage3_ci" in changes:
+        rows["stage3"]["ci"] = changes["stage3_ci"]
     dbleu, p = changes.get("vs_control", (1.5, 0.04))
     assert findings(rows, {"dbleu": dbleu, "p": p, "dchrf": 0.5, "p_chrf": 0.2})[key] == {"holds": holds, "text": text}
 
@@ -237,10 +253,9 @@ def test_summary_over_three_seeds(tmp_path):
             "-1.50 (p=0.090) | +0.10 (p=0.375) | [results](../results/seed2/results.md), "
             "[curves](../results/seed2/curves.png) |") in md
     # (the pooled columns: every seed's outputs here are the same text, so the pooled deltas are 0)
-    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2 / 0 of 3 | +0.00 (p=0.001) | +0.50 ± 1.00 | 1 / 0 of 3 " \
+    assert "| stage 2 vs 1-best cascade | +1.00 ± 1.50 | 2 / 0 of 3 | +0.00 (p=0.001) | [+0.00, +0.00] " \
         "| +0.00 (p=0.001) |" in md
-    # seed 2's chrF vs the control is a significant loss (-1.0, p=0.01): counted apart from the gains
-    assert "| stage 2 vs control | +0.30 ± 1.59 | 2 / 0 of 3 | +0.00 (p=0.001) | +0.20 ± 1.08 | 1 / 1 of 3 " \
+    assert "| stage 2 vs control | +0.30 ± 1.59 | 2 / 0 of 3 | +0.00 (p=0.001) | [+0.00, +0.00] " \
         "| +0.00 (p=0.001) |" in md
     assert "- (a) holds on 2/3 seeds; not checked on seed 3" in md
     b = md.index("- (b) holds on 1/3 seeds; does not hold on seed 2, 3")

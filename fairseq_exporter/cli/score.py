@@ -137,14 +137,38 @@ def _sacrebleu_seed(seed: int):
             os.environ["SACREBLEU_SEED"] = previous
 
 
+def resampled_scores(corpus: Corpus, metric, n_samples: int, seed: int):
+    """The corpus score on each of the paired bootstrap's resamples: sacrebleu's generator,
+    seed and draw, so these are the resamples its test scores."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    idxs = rng.choice(len(corpus.hypotheses), size=(n_samples, len(corpus.hypotheses)), replace=True)
+    stats = np.array(metric._extract_corpus_statistics(corpus.hypotheses, [corpus.references]), dtype="float32")
+    return np.array([metric._compute_score_from_stats(stats[i].sum(0)).score for i in idxs])
+
+
+def delta_interval(system: Corpus, baseline: Corpus, metric, n_samples: int, seed: int):
+    """The 95% percentile interval of SYSTEM - BASELINE over the paired bootstrap's resamples
+    (the ones sacrebleu's test draws), so the interval and the p-value describe one experiment.
+    An interval inside +-x says the difference is smaller than x; a p-value above 0.05 alone
+    does not."""
+    import numpy as np
+
+    diffs = resampled_scores(system, metric, n_samples, seed) - resampled_scores(baseline, metric, n_samples, seed)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def paired_bootstrap(system: Corpus, baseline: Corpus, n_samples: int = 1000,
                      seed: int = 12345) -> dict:
     """sacrebleu's paired bootstrap resampling of SYSTEM against BASELINE.
 
     Per metric key: ``delta`` (SYSTEM - BASELINE), ``p`` (sacrebleu's p-value for the
-    absolute difference arising by chance), ``mean``/``ci`` and ``baseline_mean``/
-    ``baseline_ci`` (bootstrap mean and 95% CI half-width of each system) and
-    ``signature`` (the metric's, plus the resampling settings).
+    absolute difference arising by chance), ``delta_ci`` (the 95% interval of the difference
+    over the same resamples), ``mean``/``ci`` and ``baseline_mean``/``baseline_ci``
+    (bootstrap mean and 95% CI half-width of each system) and ``signature`` (the metric's,
+    plus the resampling settings).
     """
     check_same_references(system, baseline)
     results = {}
@@ -160,6 +184,7 @@ def paired_bootstrap(system: Corpus, baseline: Corpus, n_samples: int = 1000,
         results[key] = {
             "delta": system_result.score - baseline_result.score,
             "p": system_result.p_value,
+            "delta_ci": list(delta_interval(system, baseline, _metrics()[key], n_samples, seed)),
             "mean": float(system_result.mean),
             "ci": float(system_result.ci),
             "baseline_mean": float(baseline_result.mean),
@@ -183,6 +208,7 @@ def build_report(system_path: str, baseline_path: Optional[str] = None,
     for key, result in paired_bootstrap(system, baseline, n_samples, seed).items():
         report[f"delta_{key}"] = result["delta"]
         report[f"p_{key}"] = result["p"]
+        report[f"delta_ci_{key}"] = result["delta_ci"]
         report[f"mean_{key}"] = result["mean"]
         report[f"ci_{key}"] = result["ci"]
         report["baseline"][f"mean_{key}"] = result["baseline_mean"]
@@ -212,10 +238,11 @@ def format_report(report: dict) -> str:
                          f"{scores['bleu']:.2f}", f"{scores['chrf']:.2f}"])
     parts = [_table(rows, n_left=2)]
     if "baseline" in report:
-        rows = [["metric", "delta", "p-value", "system 95% CI", "baseline 95% CI"]]
+        rows = [["metric", "delta", "delta 95% interval", "p-value", "system 95% CI", "baseline 95% CI"]]
         for key, label in _LABELS.items():
+            low, high = report[f"delta_ci_{key}"]
             rows.append([
-                label, f"{report[f'delta_{key}']:+.2f}", f"{report[f'p_{key}']:.4f}",
+                label, f"{report[f'delta_{key}']:+.2f}", f"[{low:+.2f}, {high:+.2f}]", f"{report[f'p_{key}']:.4f}",
                 f"{report[f'mean_{key}']:.2f} +/- {report[f'ci_{key}']:.2f}",
                 f"{report['baseline'][f'mean_{key}']:.2f} +/- "
                 f"{report['baseline'][f'ci_{key}']:.2f}",

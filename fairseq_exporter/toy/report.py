@@ -51,24 +51,34 @@ ROWS = [
     Row("lm_stage1", "LM: stage 1, exporter only (ASR, LM frozen)", "stage1-lm", "lm_onebest"),
     Row("lm_stage2", "LM: stage 2, ASR + exporter, LM frozen", "stage2-lm", "lm_onebest"),
     Row("lm_control", "LM: control, 1-best cascade after the transcript loss only", "control-lm", "lm_onebest"),
+    # ablations (stage 10): is the ASR update needed; is the gain reachable from the task's text alone
+    Row("exporter_only", "ablation: stage 2 with the ASR frozen (exporter only)", "exporter-only", "onebest"),
+    Row("text_only", "ablation: 1-best cascade, MT source table adapted on the task text (no speech)",
+        "text-only", "onebest"),
 ]
+# Stage 2 scored against other systems than its 1-best cascade: (results.json key, gen/stage2/<file>)
+VERSUS = {"stage2_vs_control": ("stage2", "vs-control.json"), "lm_stage2_vs_control": ("stage2-lm", "vs-control.json"),
+          "stage2_vs_exporter_only": ("stage2", "vs-exporter-only.json"),
+          "stage2_vs_text_only": ("stage2", "vs-text-only.json")}
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
           ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior"),
-          ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm")]
+          ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm"),
+          ("ablation: exporter only", "exporter-only")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
 # The study's claims, checked on each seed (findings below).
 ALPHA = 0.05  # significance level of the paired bootstrap
 STAGE1_TOLERANCE = 0.3  # BLEU: stage 1 should reproduce the 1-best cascade
 MIN_RECOVERY = 99.0  # % of 1-best tokens the exporter's output maps back to
+EQUIVALENCE = 1.0  # BLEU: (c) holds when the 95% interval of stage 3's ΔBLEU lies within +-this
 CLAIMS = {
     "a": f"stage 1 is within {STAGE1_TOLERANCE} BLEU of the 1-best cascade with >= {MIN_RECOVERY:g}% "
          "token recovery",
     "b": f"with the MT frozen, stage 2 beats the 1-best cascade and the control (ΔBLEU > 0, p < {ALPHA} each)",
-    "c": "on the adapted MT the gain is gone: stage 3 is not significantly better than the adapted "
-         "1-best cascade",
+    "c": f"on the adapted MT the gain is gone: the 95% bootstrap interval of stage 3's ΔBLEU against the adapted "
+         f"1-best cascade lies within ±{EQUIVALENCE:g} BLEU",
     "d": "the ASR's WER is not worse after stage 2",
 }
 # Comparisons summarized over seeds: (key, label); the key is a row (against its own 1-best
@@ -80,14 +90,23 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                # the frozen decoder-only LM (stage 9), each against the LM's own 1-best cascade
                ("lm_stage1", "LM: stage 1 vs LM 1-best cascade"), ("lm_stage2", "LM: stage 2 vs LM 1-best cascade"),
                ("lm_stage2_vs_control", "LM: stage 2 vs LM control"),
-               ("lm_control", "LM: control vs LM 1-best cascade")]
+               ("lm_control", "LM: control vs LM 1-best cascade"),
+               # the ablations (stage 10)
+               ("exporter_only", "ablation: exporter only (ASR frozen) vs 1-best cascade"),
+               ("stage2_vs_exporter_only", "stage 2 vs exporter only"),
+               ("text_only", "ablation: text-only adaptation vs 1-best cascade"),
+               ("stage2_vs_text_only", "stage 2 vs text-only adaptation")]
 # The same comparisons as (system step, baseline step) under gen/, for the paired test on the
 # seeds' test sets pooled: one test over all seeds' utterances instead of one per seed.
 POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
           "stage2_vs_control": ("stage2", "control"), "stage3": ("stage3", "adapted-onebest"),
           "control": ("control", "onebest"), "reference": ("reference", "onebest"),
           "lm_stage1": ("stage1-lm", "onebest-lm"), "lm_stage2": ("stage2-lm", "onebest-lm"),
-          "lm_stage2_vs_control": ("stage2-lm", "control-lm"), "lm_control": ("control-lm", "onebest-lm")}
+          "lm_stage2_vs_control": ("stage2-lm", "control-lm"), "lm_control": ("control-lm", "onebest-lm"),
+          "exporter_only": ("exporter-only", "onebest"), "stage2_vs_exporter_only": ("stage2", "exporter-only"),
+          "text_only": ("text-only", "onebest"), "stage2_vs_text_only": ("stage2", "text-only")}
+# The split: stage 2 and the control on the test sentences with and without an ambiguous noun
+SPLIT = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "stage2_vs_control": ("stage2", "control")}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
            ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
            ("stage2_vs_control", "stage 2\nvs control")]
@@ -146,8 +165,9 @@ def runaway_outputs(generate_txt: Path, factor: float = 2.0):
 
 
 def paired_figures(score: dict):
-    """ΔBLEU, ΔchrF and their p from a score.json scored against a baseline (None without one)."""
-    return {"dbleu": score.get("delta_bleu"), "p": score.get("p_bleu"),
+    """ΔBLEU (its 95% interval), ΔchrF and their p from a score.json scored against a baseline
+    (None without one)."""
+    return {"dbleu": score.get("delta_bleu"), "p": score.get("p_bleu"), "ci": score.get("delta_ci_bleu"),
             "dchrf": score.get("delta_chrf"), "p_chrf": score.get("p_chrf")}
 
 
@@ -212,12 +232,24 @@ def finding_b(rows: dict, vs_control: Optional[dict]):
                                f"{versus('stage 2 vs control', vs_control)}")
 
 
+def within(ci, margin=EQUIVALENCE):
+    return ci is not None and -margin <= ci[0] and ci[1] <= margin
+
+
+def interval(ci) -> str:
+    return "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def finding_c(rows: dict):
-    """Once the MT knows the task, coupling has nothing left to add."""
+    """Once the MT knows the task, coupling has nothing left to add: an equivalence check (the
+    interval lies inside the margin), not the absence of significance."""
     stage3 = rows.get("stage3")
     if stage3 is None or stage3["dbleu"] is None:
         return unchecked("c", "stage 3 score against the adapted 1-best cascade (gen/stage3/score.json)")
-    return verdict("c", not significant_gain(stage3), versus("stage 3 vs adapted 1-best cascade", stage3))
+    if stage3.get("ci") is None:
+        return unchecked("c", "95% interval in gen/stage3/score.json (score it again with this version)")
+    return verdict("c", within(stage3["ci"]), f"{versus('stage 3 vs adapted 1-best cascade', stage3)}, "
+                                              f"95% interval {interval(stage3['ci'])}")
 
 
 def finding_d(rows: dict):
@@ -241,18 +273,76 @@ def build_results(work: Path):
         raise SystemExit(f"no score.json under {work}/gen: run the recipe's scoring stage first")
     forms = sense_forms()
     rows = {row.name: row_figures(work, row, score, forms) for row, score in scores.items()}
-    vs_control, lm_vs_control = (
-        paired_figures(json.loads(path.read_text())) if path.exists() else None
-        for path in (work / "gen" / "stage2" / "vs-control.json", work / "gen" / "stage2-lm" / "vs-control.json"))
+    versus_figures = {key: paired_figures(json.loads(path.read_text())) if path.exists() else None
+                      for key, (step, name) in VERSUS.items() for path in [work / "gen" / step / name]}
+    vs_control = versus_figures["stage2_vs_control"]
     first_row, first = next(iter(scores.items()))
     ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, field="reference")
     corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
     return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"], "work": str(work.resolve()),
             "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
             "reference_senses": {"task": ref_task, "general": ref_general},
-            "rows": rows, "stage2_vs_control": vs_control, "lm_stage2_vs_control": lm_vs_control,
+            "rows": rows, **versus_figures, "split": split_figures([work]),
             "findings": findings(rows, vs_control),
+            "generate_sha256": generate_hashes(work),
             "seconds": read_seconds(work / "stage-seconds.tsv")}
+
+
+def generate_hashes(work: Path):
+    """sha256 of every test-set generate output: the same seed, machine kind and thread count
+    gives the same files."""
+    import hashlib
+
+    return {path.parent.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted((work / "gen").glob("*/generate-test.txt"))}
+
+
+def has_ambiguous_noun(transcript: str, words=None) -> bool:
+    from fairseq_exporter.toy.grammar import AMBIGUOUS
+
+    words = words or {w for a in AMBIGUOUS for w in (a.en, a.en_pl)}
+    return any(w.strip(".,?!").lower() in words for w in transcript.split())
+
+
+def split_figures(works):
+    """Stage 2 and the control against the 1-best cascade (and each other) on the test sentences
+    whose reference transcript holds one of the twelve ambiguous nouns, and on the others
+    (the works' test sets put together). None where a system was not run."""
+    from fairseq_exporter.cli.score import load_corpus, paired_bootstrap
+
+    out = {}
+    for key, (system_step, baseline_step) in SPLIT.items():
+        paths = [(w / "gen" / system_step / "generate-test.txt", w / "gen" / baseline_step / "generate-test.txt")
+                 for w in works]
+        if not all(p.exists() for pair in paths for p in pair):
+            out[key] = None
+            continue
+        system = pooled_corpus([load_corpus(str(a)) for a, _ in paths])
+        baseline = pooled_corpus([load_corpus(str(b)) for _, b in paths])
+        transcripts = [t for a, _ in paths for t in _transcripts(a)]
+        out[key] = {}
+        for part, wanted in (("with", True), ("without", False)):
+            keep = [i for i, t in enumerate(transcripts) if has_ambiguous_noun(t) == wanted]
+            if not keep:
+                out[key][part] = {"dbleu": None, "p": None, "ci": None, "n": 0}
+                continue
+            test = paired_bootstrap(subset(system, keep), subset(baseline, keep))
+            out[key][part] = {"dbleu": test["bleu"]["delta"], "p": test["bleu"]["p"], "ci": test["bleu"]["delta_ci"],
+                              "n": len(keep)}
+    return out
+
+
+def _transcripts(generate_txt: Path):
+    records = read_generate_output(generate_txt)
+    return [records[i].source or "" for i in sorted(records)]
+
+
+def subset(corpus, keep):
+    from fairseq_exporter.cli.score import Corpus
+
+    return Corpus(path=corpus.path, ids=[corpus.ids[i] for i in keep],
+                  hypotheses=[corpus.hypotheses[i] for i in keep], references=[corpus.references[i] for i in keep],
+                  transcripts=None, asr=None)
 
 
 def duration(seconds: float):
@@ -266,21 +356,45 @@ def time_line(seconds: dict):
 
 
 def results_table(results: dict):
-    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "test L2", "recovery %",
+    head = ("system", "WER", "BLEU", "chrF", "ΔBLEU vs its 1-best (p)", "ΔBLEU 95% interval", "test L2", "recovery %",
             "ambiguous nouns: task / general sense", "outputs > 2x ref length")
-    rows = [(row.label, fmt(r["wer"]), fmt(r["bleu"]), fmt(r["chrf"]), paired_cell(r), fmt(r["l2"], 3),
+    rows = [(row.label, fmt(r["wer"]), fmt(r["bleu"]), fmt(r["chrf"]), paired_cell(r), interval(r.get("ci")),
+             fmt(r["l2"], 3),
              fmt(r["recovery"], 1), f"{r['task_sense']} / {r['general_sense']}", str(r["long_outputs"]))
             for row in ROWS if (r := results["rows"].get(row.name)) is not None]
     return markdown_table(head, rows)
 
 
-def control_line(vs_control: Optional[dict], what: str = "Stage 2"):
+def control_line(vs_control: Optional[dict], what: str = "Stage 2 against the control"):
     """Stage 2 against the control (the same ASR updates on the transcript loss alone): the
-    comparison that separates the coupling from more ASR training."""
+    comparison that separates the coupling from more ASR training; or against an ablation."""
     if vs_control is None:
         return []
-    return [f"{what} against the control: ΔBLEU {vs_control['dbleu']:+.2f} (p={vs_control['p']:.3f}), "
+    return [f"{what}: ΔBLEU {vs_control['dbleu']:+.2f} (p={vs_control['p']:.3f}), "
             f"ΔchrF {vs_control['dchrf']:+.2f} (p={vs_control['p_chrf']:.3f}).", ""]
+
+
+SPLIT_LABELS = {"stage2": "stage 2 vs 1-best cascade", "control": "control vs 1-best cascade",
+                "stage2_vs_control": "stage 2 vs control"}
+
+
+def split_table(split: Optional[dict]) -> Optional[str]:
+    if not split or all(v is None for v in split.values()):
+        return None
+    first = next(v for v in split.values() if v is not None)
+    head = ("comparison", f"with an ambiguous noun ({first['with']['n']} sentences): ΔBLEU (p)",
+            f"without ({first['without']['n']}): ΔBLEU (p)")
+    rows = [(label, paired_cell(split[key]["with"]), paired_cell(split[key]["without"]))
+            for key, label in SPLIT_LABELS.items() if split.get(key)]
+    return markdown_table(head, rows)
+
+
+def split_lines(split: Optional[dict]):
+    table = split_table(split)
+    if table is None:
+        return []
+    return ["Test sentences with and without one of the twelve ambiguous nouns (in the reference transcript):", "",
+            table, ""]
 
 
 def claims_sentence():
@@ -306,7 +420,10 @@ def results_markdown(results: dict, commands: Optional[Path]):
             f"{senses['task']} / {senses['general']}. The last column counts translations more than twice "
             "as long as their reference (repetition loops).", "",
             results_table(results), "", *control_line(results["stage2_vs_control"]),
-            *control_line(results.get("lm_stage2_vs_control"), "With the LM, stage 2"),
+            *control_line(results.get("lm_stage2_vs_control"), "With the LM, stage 2 against the control"),
+            *control_line(results.get("stage2_vs_exporter_only"), "Stage 2 against the exporter-only ablation"),
+            *control_line(results.get("stage2_vs_text_only"), "Stage 2 against the text-only ablation"),
+            *split_lines(results.get("split")),
             "## Findings on this seed", "", claims_sentence(), "",
             *(f"- {finding['text']}" for finding in results["findings"].values()), "",
             f"BLEU signature: `{results['signature_bleu']}`  ",
@@ -437,7 +554,7 @@ def pooled_comparisons(seeds):
         system = pooled_corpus([load_corpus(str(s)) for s, _ in paths])
         baseline = pooled_corpus([load_corpus(str(b)) for _, b in paths])
         test = paired_bootstrap(system, baseline)
-        pooled[key] = {"dbleu": test["bleu"]["delta"], "p": test["bleu"]["p"],
+        pooled[key] = {"dbleu": test["bleu"]["delta"], "p": test["bleu"]["p"], "ci": test["bleu"]["delta_ci"],
                        "dchrf": test["chrf"]["delta"], "p_chrf": test["chrf"]["p"],
                        "utterances": len(system.ids), "seeds": len(seeds)}
     return pooled
@@ -492,15 +609,15 @@ def pooled_cell(figures: Optional[dict], metric="bleu"):
     return f"{delta:+.2f} (p={p:.3f})"
 
 
-def comparisons_table(summary: dict, pooled: dict):
-    head = ("comparison", "ΔBLEU mean ± sd", "seeds p < 0.05, BLEU: better / worse", "pooled test sets: ΔBLEU (p)",
-            "ΔchrF mean ± sd", "seeds p < 0.05, chrF: better / worse", "pooled: ΔchrF (p)")
+def comparisons_table(summary: dict, pooled: dict, keys=None):
+    """Per comparison: ΔBLEU over the seeds, on how many it is significant, and the pooled test
+    with its 95% interval; ``keys``: only those comparisons (the READMEs' tables)."""
+    head = ("comparison", "ΔBLEU mean ± sd", "seeds p < 0.05: better / worse", "pooled ΔBLEU (p)",
+            "pooled ΔBLEU 95% interval", "pooled ΔchrF (p)")
     rows = [(label, mean_std_cell(s["dbleu_mean"], s["dbleu_std"]),
              f"{s['significant']} / {s['significant_worse']} of {s['n']}", pooled_cell(pooled.get(key)),
-             mean_std_cell(s["dchrf_mean"], s["dchrf_std"]),
-             f"{s['significant_chrf']} / {s['significant_worse_chrf']} of {s['n']}",
-             pooled_cell(pooled.get(key), "chrf"))
-            for key, label in COMPARISONS if (s := summary[key])["n"]]
+             interval((pooled.get(key) or {}).get("ci")), pooled_cell(pooled.get(key), "chrf"))
+            for key, label in COMPARISONS if (keys is None or key in keys) and (s := summary[key])["n"]]
     return markdown_table(head, rows)
 
 
@@ -518,7 +635,7 @@ def finding_lines(seeds, summary: dict):
     return lines
 
 
-def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, seconds: dict, out: Path):
+def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, seconds: dict, out: Path, split=None):
     scales = sorted({results["scale"] for _, results in seeds})
     text = [f"# Toy study over {len(seeds)} seeds", "",
             f"Each seed is the whole recipe (corpus, models, scores) run with that --seed, scale "
@@ -527,6 +644,7 @@ def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, 
             "The pooled columns run one paired bootstrap on the seeds' test sets put together (each seed's "
             "utterances translated by that seed's systems).", "",
             seeds_table(seeds, out), "", "## Across seeds", "", comparisons_table(summary, pooled), "",
+            *split_lines(split),
             "![ΔBLEU per seed](seeds.png)", "", "## Findings", "", claims_sentence(), "",
             *finding_lines(seeds, finding_summary), ""]
     if seconds:
@@ -580,10 +698,13 @@ def report_seeds(dirs, out: Path):
     seeds = read_seed_results(dirs)
     summary, finding_summary, seconds = summarize_comparisons(seeds), summarize_findings(seeds), summed_seconds(seeds)
     pooled = pooled_comparisons(seeds)
+    works = [Path(results.get("work", "")) for _, results in seeds]
+    split = split_figures(works) if all((w / "gen").is_dir() for w in works) else None
     (out / "results.json").write_text(json.dumps(
         {"seeds": {str(results["seed"]): results for _, results in seeds}, "summary": summary,
-         "pooled": pooled, "findings": finding_summary, "seconds": seconds}, indent=2, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(summary_markdown(seeds, summary, pooled, finding_summary, seconds, out))
+         "pooled": pooled, "split": split, "findings": finding_summary, "seconds": seconds},
+        indent=2, ensure_ascii=False) + "\n")
+    (out / "results.md").write_text(summary_markdown(seeds, summary, pooled, finding_summary, seconds, out, split))
     plot_seeds(seeds, summary, out / "seeds.png")
     print(comparisons_table(summary, pooled))
 

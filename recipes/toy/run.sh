@@ -13,18 +13,25 @@
 #                                               # (work/toy-seeds, results/toy-seeds)
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows
 #   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen decoder-only LM as the text model
+#   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation)
+#   bash recipes/toy/run.sh --tune              # the dev protocol: the grid behind every default, dev only
+#                                               # -> results/toy/tune.{md,json} (its "selected" settings)
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
 #   bash recipes/toy/run.sh --asr-updates 1600 --work work/toy-1600 --results results/toy-1600
 #                                               # a shorter-trained ASR (a new --work: its lr decays
 #                                               # to the end of the budget)
-# Options: --stage N, --stop-stage N (0-9), --scale full|quick, --seed N | --seeds N,N[,...],
-# --work DIR, --results DIR, --asr-updates N, --stage2-updates N (stage 2, its control and
-# stage 3). Stages are listed in the README ("Stages of run.sh").
+# Options: --stage N, --stop-stage N (0-10), --scale full|quick, --seed N | --seeds N,N[,...],
+# --work DIR, --results DIR, --tune, --settings FILE (the tuned settings; default at full scale:
+# recipes/toy/results/tune.json, written by --tune), --asr-updates N, --stage2-updates N (stage 2,
+# its control and stage 3). Stages are listed in the recipe README.
 set -euo pipefail
+{  # bash reads the whole script before it runs: editing it during a run does not change the run
 
 stage=0
-stop_stage=7        # stages 8 and 9 (extra rows beyond the paper's table) only when asked
+stop_stage=7        # stages 8-10 (extra rows beyond the paper's table, ablations) only when asked
+tune=               # --tune: the dev protocol instead of the study
+settings=           # --settings FILE: the tuned settings (a tune.json)
 scale=full          # full | quick
 seed=1
 work=work/toy
@@ -44,6 +51,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
+    --tune) tune=1; shift; continue ;;
     --*) [ $# -ge 2 ] || { echo "$1 needs a value (see bash $0 --help)" >&2; exit 2; } ;;
   esac
   [ "$1" = --seeds ] || [ "$1" = --seed ] || [ "$1" = --work ] || [ "$1" = --results ] || passed+=("$1" "$2")
@@ -57,14 +65,17 @@ while [ $# -gt 0 ]; do
     --results) results=$2; results_given=1; shift 2 ;;
     --asr-updates) asr_updates_asked=$2; shift 2 ;;
     --stage2-updates) stage2_updates_asked=$2; shift 2 ;;
+    --settings) settings=$2; shift 2 ;;
     *) echo "unknown option $1 (see bash $0 --help)" >&2; exit 2 ;;
   esac
 done
 for opt in stage stop_stage; do
-  [[ "${!opt}" =~ ^[0-9]$ ]] || { echo "--${opt/_/-} must be a stage number 0-9, not '${!opt}'" >&2; exit 2; }
+  [[ "${!opt}" =~ ^([0-9]|10)$ ]] || { echo "--${opt/_/-} must be a stage number 0-10, not '${!opt}'" >&2; exit 2; }
 done
 [ "$stage" -le "$stop_stage" ] || {
-  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8 and 9 run only with --stop-stage 8 or 9)" >&2; exit 2; }
+  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8-10 run only with --stop-stage 8, 9 or 10)" >&2; exit 2; }
+[ -z "$tune" ] || [ -z "$seeds" ] || { echo "--tune runs on one seed (the protocol selects on seed 1's dev set): give --seed, not --seeds" >&2; exit 2; }
+[ -z "$settings" ] || [ -f "$settings" ] || { echo "--settings $settings: no such file (write one with --tune)" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a non-negative integer, not '$seed'" >&2; exit 2; }
 for opt in asr_updates stage2_updates; do
   asked=${opt}_asked
@@ -115,13 +126,14 @@ if [ "$scale" = full ]; then
             --encoder-ffn-embed-dim 576 --decoder-ffn-embed-dim 576 --encoder-attention-heads 4
             --decoder-attention-heads 4 --conv-channels 256)
   # The ASR is what the 20-minute budget buys least of; small batches make the most of it
-  # (calibration in the README).
-  # 4800 updates: an ASR trained far enough that the same updates without the coupling (the
-  # control) no longer explain stage 2's gain (chosen on dev; recipe README)
-  asr_updates=4800; asr_warmup=150; max_tokens_asr=4000; asr_lr=3e-3; asr_end_lr=1e-5
-  # Stage 2 (and its control, and stage 3) need a few hundred updates: the translation loss first
-  # disturbs the 1-best, and the exporter needs time to move (tuned on dev; README).
-  stage1_updates=50; stage2_updates=400; valid_every=100
+  # (calibration in the recipe README). Its update budget, stage 2's and the control's updates and
+  # learning rates and the exporter type come from the settings file (--tune writes it).
+  asr_warmup=150; max_tokens_asr=4000; asr_lr=3e-3; asr_end_lr=1e-5
+  stage1_updates=50; valid_every=100
+  # the dev protocol's grid (--tune): stage-2 and control budgets are read off one run per lr
+  # (validated every $valid_every updates; inverse_sqrt does not depend on the budget)
+  grid_asr_updates=(2400 4800); grid_exporters=(vocab mlp); grid_lrs=(1e-4 2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(200 400 800)
+  grid_text_lrs=(5e-4 1e-3 2e-3); grid_text_budgets=(100 200 400); text_valid_every=50
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
   lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's decoder-only LM
@@ -132,17 +144,31 @@ else
   asr_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
             --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2
             --decoder-attention-heads 2 --conv-channels 32)
-  asr_updates=20; asr_warmup=10; max_tokens_asr=20000; asr_lr=2e-3; asr_end_lr=1e-5
-  stage1_updates=4; stage2_updates=4; valid_every=2
+  asr_warmup=10; max_tokens_asr=20000; asr_lr=2e-3; asr_end_lr=1e-5
+  stage1_updates=4; valid_every=2
+  asr_updates=20; exporter_type=vocab; stage2_lr=2e-4; stage2_updates=4; control_lr=2e-4; control_updates=4
+  grid_asr_updates=(10 20); grid_exporters=(vocab mlp); grid_lrs=(2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(2 4)
+  grid_text_lrs=(5e-4 1e-3); grid_text_budgets=(2 4); text_valid_every=2; text_only_lr=5e-4; text_only_updates=4
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
   lm_updates=10; lm_arch=(--layers 1 --dim 32)
 fi
-asr_updates=${asr_updates_asked:-$asr_updates}
-stage2_updates=${stage2_updates_asked:-$stage2_updates}  # also the control's and stage 3's
-stage1_lr=3e-4; stage2_lr=2e-4; stage2_l2_weight=1; stage2_asr_weight=0.3
+# The tuned settings: at full scale from the committed tune.json (what `--tune` selected on seed 1's
+# dev set) unless --settings names another; at quick scale the fixed ones above unless --settings.
+[ "$scale" = full ] && [ -z "$settings" ] && [ -z "$tune" ] && settings=$repo/recipes/toy/results/tune.json
+if [ -n "$settings" ] && [ -z "$tune" ]; then
+  selected=$("$python" -m fairseq_exporter.toy.tune settings "$settings") || exit 2
+  eval "$selected"  # asr_updates= exporter_type= stage2_lr= stage2_updates= control_lr= control_updates= text_only_...
+fi
+asr_updates=${asr_updates_asked:-${asr_updates:-}}
+stage2_updates=${stage2_updates_asked:-${stage2_updates:-}}  # and stage 3's
+control_updates=${stage2_updates_asked:-${control_updates:-}}
+stage1_lr=3e-4; stage2_l2_weight=1; stage2_asr_weight=0.3
 # Stage 2 (and 3): translation loss + L2 + transcript loss, MT frozen
-stage2_flags=(--ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight $stage2_asr_weight --lr $stage2_lr)
+stage2_flags=(--ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight $stage2_asr_weight --lr ${stage2_lr:-})
+# The control: stage 2's transcript loss alone; its checkpoint is selected on the dev BLEU of what
+# it is tested as, the plain 1-best cascade (--coupling onebest)
+control_flags=(--coupling onebest --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr ${control_lr:-})
 # --data-buffer-size 0: fairseq-train stopping at --max-update mid-epoch leaves its batch-prefetch
 # thread alive at interpreter exit, which can abort the finished process ("terminate called
 # without an active exception", exit 134); with no buffer the batches are read in the main thread.
@@ -160,6 +186,39 @@ last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
+train_asr() {  # N: the ASR of an N-update budget in WORK/asr-N (its lr decays to the end of N);
+  # the study's ASR and the dev protocol's candidates are the same runs
+  local n=$1 save=$work/asr-$1
+  step_done "$save" "$n" && return
+  run "train-asr-$n" fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
+    --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
+    --share-decoder-input-output-embed --dropout 0.1 \
+    --criterion label_smoothed_cross_entropy_with_ctc --ctc-weight 0.5 --label-smoothing 0.1 --report-accuracy \
+    --optimizer adam --adam-betas '(0.9, 0.98)' --lr $asr_lr --lr-scheduler polynomial_decay \
+    --warmup-updates $asr_warmup --total-num-update "$n" --end-learning-rate $asr_end_lr --curriculum 2 \
+    --clip-norm 10 --max-tokens $max_tokens_asr --max-update "$n" \
+    --save-dir "$save" "${common[@]}" --user-dir "$user_dir"
+  mark_done "$save" "$n"
+  log "  ASR ($n updates): $(grep '| dev_asr |' "$work/logs/train-asr-$n.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
+}
+
+use_asr() {  # N: WORK/asr -> asr-N, the ASR every later stage reads
+  local n=$1 link
+  if [ -d "$work/asr" ] && [ ! -L "$work/asr" ]; then  # a work dir from before asr-N: its marker says
+    for done_marker in "$work"/asr/done-*; do
+      [ -e "$done_marker" ] && [ "$done_marker" != "$work/asr/done-$n" ] && {
+        log "$work/asr was trained to ${done_marker##*-} updates; for --asr-updates $n use a new --work" >&2; exit 2; }
+    done
+    step_done "$work/asr" "$n" && return
+  fi
+  link=$(readlink "$work/asr" || true)
+  # later stages were built on the linked ASR: switching it would mix models in one work dir
+  [ -z "$link" ] || [ "$link" = "asr-$n" ] || {
+    log "$work/asr was trained to ${link#asr-} updates; for --asr-updates $n use a new --work" >&2; exit 2; }
+  train_asr "$n"
+  ln -sfn "asr-$n" "$work/asr"
+}
+
 exporter_train() {  # name save_dir text_model max_update exporter-source extra-flags...
   # text_model: an MT checkpoint file, or an LM directory (stage 9)
   local name=$1 save=$2 text=$3 updates=$4 source=$5; shift 5
@@ -170,7 +229,7 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
     --task speech_to_text_exporter --config-yaml config_st.yaml \
     --train-subset train --valid-subset dev \
     --arch exporter --asr-checkpoint "$work/asr/checkpoint_best.pt" "${text_model[@]}" \
-    --exporter-source "$source" --exporter-type vocab --exporter-hidden-dim 256 \
+    --exporter-source "$source" --exporter-type "$exporter_type" --exporter-hidden-dim 256 \
     --criterion exporter --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
     --clip-norm 10 --max-tokens $max_tokens_st \
@@ -200,16 +259,11 @@ evaluate() {  # name checkpoint coupling [baseline-name]
   score "$name" "$out/generate-test.txt" ${baseline:+"$work/gen/$baseline/generate-test.txt"}
 }
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
-  stage_started=$(date +%s)
-  log "Stage 0: corpus (grammar text + espeak-ng speech, fbank, sentencepiece, manifests)"
+make_corpus() {  # (it does nothing where the same corpus is already made)
   "$python" -m fairseq_exporter.toy.make_corpus --out "$data" --seed "$seed" --scale "$scale"
-  record_seconds corpus
-fi
+}
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  stage_started=$(date +%s)
-  log "Stage 1: general-domain MT (fairseq-preprocess + fairseq-train transformer)"
+train_mt() {
   if [ ! -f "$work/mt-bin/dict.en.txt" ]; then
     run preprocess-mt fairseq_cli.preprocess --source-lang en --target-lang de \
       --trainpref "$data/text/general.train" --validpref "$data/text/general.valid" \
@@ -225,28 +279,100 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     mark_done "$work/mt" $mt_updates
     log "  MT: $(grep '| valid |' "$work/logs/train-mt.log" | tail -n 1 | sed 's/.*| valid | //' | cut -c1-160)"
   fi
+}
+
+text_only_bin() {  # the task sentences stage 2 trains on (ST train), as text only
+  [ -f "$work/text-only-bin/dict.en.txt" ] && return
+  local n_st l
+  n_st=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["sizes"]["st_train"])' "$data/corpus.json")
+  mkdir -p "$work/text-only-text"
+  for l in en de; do head -n "$n_st" "$data/text/task.train.$l" > "$work/text-only-text/st.train.$l"; done
+  run preprocess-text-only fairseq_cli.preprocess --source-lang en --target-lang de \
+    --trainpref "$work/text-only-text/st.train" --validpref "$data/text/task.valid" \
+    --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/text-only-bin" --workers 2
+}
+
+train_text_only() {  # name save_dir lr max_update: the general MT with only its source table training
+  local name=$1 save=$2 lr=$3 updates=$4
+  text_only_bin
+  step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
+  run "train-$name" fairseq_cli.train "$work/text-only-bin" --task translation --arch source_table_transformer \
+    "${mt_arch[@]}" --share-decoder-input-output-embed --dropout 0.1 \
+    --finetune-from-model "$work/mt/checkpoint_best.pt" \
+    --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
+    --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt --warmup-updates 50 \
+    --max-tokens $max_tokens_mt --max-update "$updates" --save-dir "$save" "${common[@]}" \
+    --validate-interval-updates $text_valid_every --save-interval-updates $text_valid_every --keep-interval-updates 1 \
+    --validate-interval 1000 --save-interval 1000 --user-dir "$user_dir"
+  mark_done "$save" "$updates"
+}
+
+if [ -n "$tune" ]; then
+  # The dev protocol: the grid behind every setting the study reads from its settings file, each
+  # chosen on the dev set (fairseq_exporter/toy/tune.py says how). Only fairseq-train runs here,
+  # on the train and dev splits: no test split is read.
+  tw=$work/tune; top=${grid_budgets[${#grid_budgets[@]}-1]}; text_top=${grid_text_budgets[${#grid_text_budgets[@]}-1]}
+  tune_py=("$python" -m fairseq_exporter.toy.tune)
+  log "Tune: the dev protocol on seed $seed (dev set only)"
+  "${tune_py[@]}" grid "$tw/grid.json" --asr-updates "${grid_asr_updates[@]}" --exporters "${grid_exporters[@]}" \
+    --lrs "${grid_lrs[@]}" --base-lr "$grid_base_lr" --budgets "${grid_budgets[@]}" --valid-every $valid_every \
+    --text-lrs "${grid_text_lrs[@]}" --text-budgets "${grid_text_budgets[@]}" --text-valid-every $text_valid_every
+  make_corpus
+  train_mt
+  for n in "${grid_asr_updates[@]}"; do stage_started=$(date +%s); train_asr "$n"; record_seconds "tune-asr-$n"; done
+  use_asr "$("${tune_py[@]}" select asr --work "$work")"
+  tune_stage2() {  # exporter lr: stage 2 run to the grid's largest budget
+    exporter_type=$1 exporter_train "tune-stage2-$1-lr$2" "$tw/stage2-$1-lr$2" "$work/mt/checkpoint_best.pt" $top ctc \
+      --finetune-from-model "$tw/stage1-$1/checkpoint_best.pt" --freeze-mt \
+      --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight $stage2_asr_weight --lr "$2"
+  }
+  stage_started=$(date +%s)
+  for t in "${grid_exporters[@]}"; do
+    exporter_type=$t exporter_train "tune-stage1-$t" "$tw/stage1-$t" "$work/mt/checkpoint_best.pt" $stage1_updates ctc \
+      --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+    tune_stage2 "$t" "$grid_base_lr"
+  done
+  record_seconds tune-exporter
+  chosen=$("${tune_py[@]}" select exporter --work "$work")
+  stage_started=$(date +%s)
+  for lr in "${grid_lrs[@]}"; do tune_stage2 "$chosen" "$lr"; done
+  record_seconds tune-stage2
+  stage_started=$(date +%s)
+  for lr in "${grid_lrs[@]}"; do
+    exporter_type=$chosen exporter_train "tune-control-lr$lr" "$tw/control-lr$lr" "$work/mt/checkpoint_best.pt" $top ctc \
+      --finetune-from-model "$tw/stage1-$chosen/checkpoint_best.pt" --freeze-mt \
+      --coupling onebest --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr "$lr"
+  done
+  record_seconds tune-control
+  stage_started=$(date +%s)
+  for lr in "${grid_text_lrs[@]}"; do
+    train_text_only "tune-text-only-lr$lr" "$tw/text-only-lr$lr" "$lr" "$text_top"
+  done
+  record_seconds tune-text-only
+  "${tune_py[@]}" report --work "$work" --out "$results" > "$logs/tune-report.log" 2>&1 || {
+    tail -n 20 "$logs/tune-report.log" >&2; exit 1; }
+  log "wrote $results/tune.md and $results/tune.json ($(elapsed)); the study reads them with --settings $results/tune.json"
+  exit 0
+fi
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  stage_started=$(date +%s)
+  log "Stage 0: corpus (grammar text + espeak-ng speech, fbank, sentencepiece, manifests)"
+  make_corpus
+  record_seconds corpus
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  stage_started=$(date +%s)
+  log "Stage 1: general-domain MT (fairseq-preprocess + fairseq-train transformer)"
+  train_mt
   record_seconds mt
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   stage_started=$(date +%s)
   log "Stage 2: ASR on the task speech, targets in the MT source vocabulary (s2t_transformer)"
-  for done_marker in "$work"/asr/done-*; do  # the lr decays to the end of the budget: no extending
-    [ -e "$done_marker" ] && [ "$done_marker" != "$work/asr/done-$asr_updates" ] && {
-      log "$work/asr was trained to ${done_marker##*-} updates; for --asr-updates $asr_updates use a new --work" >&2; exit 2; }
-  done
-  if ! step_done "$work/asr" $asr_updates; then
-    run train-asr fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
-      --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
-      --share-decoder-input-output-embed --dropout 0.1 \
-      --criterion label_smoothed_cross_entropy_with_ctc --ctc-weight 0.5 --label-smoothing 0.1 --report-accuracy \
-      --optimizer adam --adam-betas '(0.9, 0.98)' --lr $asr_lr --lr-scheduler polynomial_decay \
-      --warmup-updates $asr_warmup --total-num-update $asr_updates --end-learning-rate $asr_end_lr --curriculum 2 \
-      --clip-norm 10 --max-tokens $max_tokens_asr --max-update $asr_updates \
-      --save-dir "$work/asr" "${common[@]}" --user-dir "$user_dir"
-    mark_done "$work/asr" $asr_updates
-    log "  ASR: $(grep '| dev_asr |' "$work/logs/train-asr.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
-  fi
+  use_asr "$asr_updates"
   record_seconds asr
 fi
 
@@ -276,9 +402,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   evaluate stage2 "$work/stage2/checkpoint_best.pt" exporter onebest
   # Control: stage 2 also trains the ASR (transcript loss, --asr-weight); the same updates with the
   # transcript loss alone, then the plain 1-best cascade, show what that part is worth.
-  exporter_train control "$work/control" "$work/mt/checkpoint_best.pt" $stage2_updates ctc \
-    --finetune-from-model "$work/stage1/checkpoint_best.pt" \
-    --freeze-mt --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
+  exporter_train control "$work/control" "$work/mt/checkpoint_best.pt" $control_updates ctc \
+    --finetune-from-model "$work/stage1/checkpoint_best.pt" --freeze-mt "${control_flags[@]}"
   evaluate control "$work/control/checkpoint_best.pt" onebest onebest
   score stage2-vs-control "$work/gen/stage2/generate-test.txt" "$work/gen/control/generate-test.txt" \
     "$work/gen/stage2/vs-control.json"
@@ -361,9 +486,8 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   exporter_train stage2-lm "$work/stage2-lm" "$work/lm" $stage2_updates ctc \
     --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" "${stage2_flags[@]}"
   evaluate stage2-lm "$work/stage2-lm/checkpoint_best.pt" exporter onebest-lm
-  exporter_train control-lm "$work/control-lm" "$work/lm" $stage2_updates ctc \
-    --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" \
-    --ast-weight 0 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
+  exporter_train control-lm "$work/control-lm" "$work/lm" $control_updates ctc \
+    --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" "${control_flags[@]}"
   evaluate control-lm "$work/control-lm/checkpoint_best.pt" onebest onebest-lm
   score stage2-lm-vs-control "$work/gen/stage2-lm/generate-test.txt" "$work/gen/control-lm/generate-test.txt" \
     "$work/gen/stage2-lm/vs-control.json"
@@ -372,4 +496,30 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "added the LM rows to $results/results.md ($(elapsed) in all)"
   record_seconds lm
 fi
-
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  stage_started=$(date +%s)
+  log "Stage 10: ablations (stage 2 with the ASR frozen; the MT's source table adapted on text alone)"
+  # Exporter only: stage 2's losses and settings with the ASR frozen (the 1-best stays stage 1's):
+  # does updating the ASR matter?
+  exporter_train exporter-only "$work/exporter-only" "$work/mt/checkpoint_best.pt" $stage2_updates ctc \
+    --finetune-from-model "$work/stage1/checkpoint_best.pt" --freeze-asr --freeze-mt \
+    --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight 0 --lr $stage2_lr
+  evaluate exporter-only "$work/exporter-only/checkpoint_best.pt" exporter onebest
+  score stage2-vs-exporter-only "$work/gen/stage2/generate-test.txt" "$work/gen/exporter-only/generate-test.txt" \
+    "$work/gen/stage2/vs-exporter-only.json"
+  # Text-only adaptation: the general MT's source embedding table alone (the rest frozen) trained on
+  # the task sentences stage 2 trains on, as text (reference transcript -> translation, no speech);
+  # then the plain 1-best cascade of stage 1's ASR: is the gain reachable without coupling speech?
+  train_text_only mt-text-only "$work/mt-text-only" $text_only_lr $text_only_updates
+  exporter_train text-only-exporter "$work/text-only-exporter" "$work/mt-text-only/checkpoint_best.pt" \
+    $stage1_updates ctc --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+  evaluate text-only "$work/text-only-exporter/checkpoint_best.pt" onebest onebest
+  score stage2-vs-text-only "$work/gen/stage2/generate-test.txt" "$work/gen/text-only/generate-test.txt" \
+    "$work/gen/stage2/vs-text-only.json"
+  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
+    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
+  log "added the ablation rows to $results/results.md ($(elapsed) in all)"
+  record_seconds ablations
+fi
+exit 0
+}

@@ -1,0 +1,171 @@
+"""The toy study's numbers in the READMEs, written from the committed results and checked
+against them: every study table in README.md and recipes/toy/README.md sits between
+``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and is rendered here from
+``recipes/toy/results/results.json`` (the three-seed summary the report writes) and
+``recipes/toy/results/tune.json`` (the dev protocol's selection).
+
+    python -m fairseq_exporter.toy.published README.md recipes/toy/README.md           # write
+    python -m fairseq_exporter.toy.published README.md recipes/toy/README.md --check   # compare
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from fairseq_exporter.results_table import fmt, markdown_table, paired_cell
+from fairseq_exporter.toy import report
+
+RESULTS = Path(__file__).resolve().parents[2] / "recipes" / "toy" / "results"
+STUDY = ("stage1", "stage2", "stage2_vs_control", "control", "stage3", "reference")
+ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs_text_only")
+LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+class PublishedError(Exception):
+    """A README block that names no known table, or results that lack what a block shows."""
+
+
+def seeds_table(summary: dict) -> str:
+    head = ("seed", "WER 1-best → after stage 2", "BLEU 1-best", "stage 1", "stage 2", "control",
+            "adapted 1-best", "stage 3", "ΔBLEU stage 2 vs control (p)", "ΔBLEU stage 3 vs adapted 1-best: 95% interval")
+    rows = []
+    for seed, results in sorted(summary["seeds"].items(), key=lambda kv: int(kv[0])):
+        r = results["rows"]
+        rows.append((seed, f"{fmt(r['onebest']['wer'])} → {fmt(r['stage2']['wer'])}",
+                     *(fmt(r[name]["bleu"]) for name in ("onebest", "stage1", "stage2", "control",
+                                                          "adapted_onebest", "stage3")),
+                     paired_cell(results["stage2_vs_control"]), report.interval(r["stage3"].get("ci"))))
+    return markdown_table(head, rows)
+
+
+def lm_seeds_table(summary: dict) -> str:
+    head = ("seed", "WER 1-best → after LM stage 2", "BLEU LM 1-best", "stage 1", "stage 2", "control",
+            "ΔBLEU stage 2 (p)", "ΔBLEU stage 2 vs control (p)")
+    rows = []
+    for seed, results in sorted(summary["seeds"].items(), key=lambda kv: int(kv[0])):
+        r = results["rows"]
+        if "lm_stage2" not in r:
+            continue
+        rows.append((seed, f"{fmt(r['onebest']['wer'])} → {fmt(r['lm_stage2']['wer'])}",
+                     *(fmt(r[name]["bleu"]) for name in ("lm_onebest", "lm_stage1", "lm_stage2", "lm_control")),
+                     paired_cell(r["lm_stage2"]), paired_cell(results.get("lm_stage2_vs_control"))))
+    if not rows:
+        raise PublishedError("no seed has the LM rows (stage 9)")
+    return markdown_table(head, rows)
+
+
+def findings_lines(summary: dict) -> str:
+    """On how many seeds each claim holds; (c) with its intervals, (d) with the WERs."""
+    seeds = sorted(summary["seeds"].items(), key=lambda kv: int(kv[0]))
+    pooled = summary["pooled"].get("stage3") or {}
+    details = {
+        "c": "stage 3 vs the adapted 1-best cascade, ΔBLEU and its 95% interval: "
+             + "; ".join(f"seed {seed} {r['rows']['stage3']['dbleu']:+.2f} {report.interval(r['rows']['stage3'].get('ci'))}"
+                         for seed, r in seeds)
+             + (f"; pooled {pooled['dbleu']:+.2f} {report.interval(pooled.get('ci'))}" if pooled else ""),
+        "d": "WER of the 1-best before → after stage 2: "
+             + "; ".join(f"seed {seed} {fmt(r['rows']['onebest']['wer'])} → {fmt(r['rows']['stage2']['wer'])}"
+                         for seed, r in seeds)}
+    lines = []
+    for key, claim in report.CLAIMS.items():
+        s = summary["findings"][key]
+        line = f"- **({key}) holds on {s['holds']}/{s['n']} seeds**: {claim}"
+        if s["not_holding"]:
+            line += " (not on seed " + ", ".join(map(str, s["not_holding"])) + ")"
+        lines.append(line + (f". {details[key]}." if key in details else "."))
+    return "\n".join(lines)
+
+
+def lr(value: float) -> str:
+    """2e-4, as the recipe writes learning rates."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}" if float(f"{mantissa}e{exponent}") == value else f"{value:g}"
+
+
+def settings_table(tune: dict) -> str:
+    s, grid = tune["selected"], tune["grid"]
+    rows = [("ASR update budget", " / ".join(map(str, grid["asr_updates"])), str(s["asr_updates"])),
+            ("exporter type", " / ".join(grid["exporters"]), s["exporter_type"]),
+            ("stage 2 (and 3): learning rate, updates", f"{' / '.join(grid['lrs'])} × ≤ {' / '.join(map(str, grid['budgets']))}",
+             f"{lr(s['stage2_lr'])}, {s['stage2_updates']}"),
+            ("control: learning rate, updates", f"{' / '.join(grid['lrs'])} × ≤ {' / '.join(map(str, grid['budgets']))}",
+             f"{lr(s['control_lr'])}, {s['control_updates']}"),
+            ("text-only ablation: learning rate, updates",
+             f"{' / '.join(grid['text_lrs'])} × ≤ {' / '.join(map(str, grid['text_budgets']))}",
+             f"{lr(s['text_only_lr'])}, {s['text_only_updates']}")]
+    return markdown_table(("setting", "grid", f"selected on seed {tune['seed']}'s dev set"), rows)
+
+
+def _split(summary: dict) -> str:
+    table = report.split_table(summary.get("split"))
+    if table is None:
+        raise PublishedError("results.json has no split figures")
+    return table
+
+
+BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
+    "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
+    "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
+    "lm": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], LM),
+    "lm-seeds": lambda summary, tune: lm_seeds_table(summary),
+    "seeds": lambda summary, tune: seeds_table(summary),
+    "split": lambda summary, tune: _split(summary),
+    "findings": lambda summary, tune: findings_lines(summary),
+    "settings": lambda summary, tune: settings_table(tune),
+}
+
+
+def load(results: Path):
+    paths = [results / "results.json", results / "tune.json"]
+    for path in paths:
+        if not path.exists():
+            raise PublishedError(f"{path}: not found")
+    return tuple(json.loads(p.read_text()) for p in paths)
+
+
+def render(text: str, path: Path, summary: dict, tune: dict) -> str:
+    """``text`` with every results block rendered anew."""
+    def fill(m):
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise PublishedError(f"{path}: block results:{name} is not one of {', '.join(BLOCKS)}")
+        return m.group(1) + BLOCKS[name](summary, tune) + "\n" + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def blocks(text: str) -> List[str]:
+    return [m.group("name") for m in BLOCK.finditer(text)]
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("readmes", nargs="+", type=Path)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="dir of results.json and tune.json")
+    parser.add_argument("--check", action="store_true", help="exit 1 where a block differs from the results")
+    args = parser.parse_args(argv)
+    try:
+        summary, tune = load(args.results)
+        stale = []
+        for path in args.readmes:
+            text = path.read_text()
+            new = render(text, path, summary, tune)
+            if args.check:
+                stale += [f"{path}: results:{name}" for name, a, b in
+                          zip(blocks(text), BLOCK.findall(text), BLOCK.findall(new)) if a != b]
+            elif new != text:
+                path.write_text(new)
+                print(f"wrote {', '.join(blocks(text))} in {path}")
+    except PublishedError as e:
+        sys.exit(f"error: {e}")
+    if stale:
+        sys.exit("differ from the committed results (write them with python -m fairseq_exporter.toy.published):\n"
+                 + "\n".join(stale))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The toy study's dev protocol: every setting the study takes from its settings file, chosen on
+the dev set by a grid that ``recipes/toy/run.sh --tune`` runs (nothing there reads a test split).
+
+Each choice is made on the dev figures of the runs the recipe logged under WORK/logs:
+
+- the ASR's update budget: the lowest dev loss of its best checkpoint (fairseq's selection);
+- the exporter type: stage 2's best greedy dev BLEU at the grid's base learning rate;
+- stage 2's learning rate and update budget: its best dev BLEU over (lr, budget). One run per lr
+  is validated every few updates; a budget's figure is the best validation up to that budget,
+  which is what a run with that --max-update selects (inverse_sqrt does not depend on the budget);
+- the control's learning rate and update budget: the same grid, on the dev BLEU of what it is
+  tested as, the 1-best cascade (it trains with --coupling onebest);
+- the text-only ablation's (stage 10) learning rate and update budget: its own grid, on the dev
+  loss of the MT with the adapted source table on the dev reference transcripts.
+
+Ties go to the smaller budget, then to the earlier grid value.
+
+    python -m fairseq_exporter.toy.tune grid WORK/tune/grid.json --asr-updates 2400 4800 ...
+    python -m fairseq_exporter.toy.tune select asr|exporter --work WORK
+    python -m fairseq_exporter.toy.tune report --work WORK --out RESULTS   # tune.md, tune.json
+    python -m fairseq_exporter.toy.tune settings tune.json                 # shell assignments
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from fairseq_exporter.models.exporter import EXPORTER_TYPES
+from fairseq_exporter.results_table import fmt, markdown_table
+
+# What the study reads from a tune.json's "selected", and how each is checked.
+SETTINGS = {"asr_updates": int, "exporter_type": str, "stage2_lr": float, "stage2_updates": int,
+            "control_lr": float, "control_updates": int, "text_only_lr": float, "text_only_updates": int}
+CRITERIA = {
+    "asr_updates": "lowest dev loss of the ASR's best checkpoint (label-smoothed CE + CTC, fairseq's selection)",
+    "exporter_type": "stage 2's best greedy dev BLEU at the base learning rate",
+    "stage2": "stage 2's best greedy dev BLEU (exporter-coupled) over learning rate x update budget",
+    "control": "the control's best greedy dev BLEU as a 1-best cascade over learning rate x update budget",
+    "text_only": "the text-only adaptation's lowest dev loss (reference transcripts -> translations) over "
+                 "learning rate x update budget",
+}
+
+
+class TuneError(Exception):
+    """A grid run that is missing or logged nothing usable; the message names the log."""
+
+
+def _json_records(log: Path, subset: str) -> List[dict]:
+    from fairseq_exporter.toy.report import read_json_logs
+
+    if not log.exists():
+        raise TuneError(f"{log}: not found (run `bash recipes/toy/run.sh --tune` with this --work)")
+    records = read_json_logs(log, subset)
+    if not records:
+        raise TuneError(f"{log}: no '{subset}' records (did the run validate?)")
+    return records
+
+
+def asr_figures(work: Path, n: int) -> dict:
+    records = _json_records(work / "logs" / f"train-asr-{n}.log", "dev_asr")
+    best = min(records, key=lambda r: float(r["dev_asr_loss"]))
+    return {"updates": n, "dev_loss": float(best["dev_asr_loss"]),
+            "dev_accuracy": float(best["dev_asr_accuracy"]) if "dev_asr_accuracy" in best else None,
+            "at_update": int(best["dev_asr_num_updates"])}
+
+
+def best_by_budget(work: Path, name: str, budgets: List[int], subset="dev", metric="bleu",
+                   higher=True) -> List[dict]:
+    """For each budget: the best dev figure of validations up to it, and at which update."""
+    log = work / "logs" / f"train-{name}.log"
+    key, updates = f"{subset}_{metric}", f"{subset}_num_updates"
+    records = [r for r in _json_records(log, subset) if key in r and updates in r]
+    if not records:
+        raise TuneError(f"{log}: no {key} (the run did not validate with it)")
+    last = max(int(r[updates]) for r in records)
+    if last < max(budgets):
+        raise TuneError(f"{log}: validated up to update {last}, the grid needs {max(budgets)} (an unfinished run?)")
+    sign = 1 if higher else -1
+    out = []
+    for budget in budgets:
+        within = [r for r in records if int(r[updates]) <= budget]
+        if not within:
+            raise TuneError(f"{log}: no validation up to update {budget}")
+        # the best; among equals the earliest, as fairseq's checkpoint_best keeps the first best
+        best = max(within, key=lambda r: (sign * float(r[key]), -int(r[updates])))
+        out.append({"budget": budget, "value": float(best[key]), "at_update": int(best[updates])})
+    return out
+
+
+def stage1_figures(work: Path, exporter: str) -> dict:
+    records = [r for r in _json_records(work / "logs" / f"train-tune-stage1-{exporter}.log", "dev")
+               if "dev_l2" in r]
+    last = records[-1] if records else {}
+    return {"dev_l2": float(last["dev_l2"]) if "dev_l2" in last else None,
+            "dev_recovery": float(last["dev_recovery"]) if "dev_recovery" in last else None}
+
+
+def best_cell(cells: List[Tuple[object, dict]], higher=True):
+    """(key, cell) with the best value; ties to the smaller budget, then the earlier entry."""
+    sign = 1 if higher else -1
+    ranked = [(sign * c["value"], -c["budget"], -i, k, c) for i, (k, c) in enumerate(cells)]
+    return max(ranked, key=lambda t: t[:3])[3:]
+
+
+def select_asr(work: Path, grid: dict) -> Tuple[int, List[dict]]:
+    rows = [asr_figures(work, n) for n in grid["asr_updates"]]
+    best = min(rows, key=lambda r: (r["dev_loss"], r["updates"]))
+    return best["updates"], rows
+
+
+def select_exporter(work: Path, grid: dict) -> Tuple[str, List[dict]]:
+    top = max(grid["budgets"])
+    rows = []
+    for exporter in grid["exporters"]:
+        cell = best_by_budget(work, f"tune-stage2-{exporter}-lr{grid['base_lr']}", [top])[0]
+        rows.append({"exporter": exporter, **stage1_figures(work, exporter), **cell})
+    best = max(rows, key=lambda r: (r["value"], -grid["exporters"].index(r["exporter"])))
+    return best["exporter"], rows
+
+
+def lr_budget_grid(work: Path, lrs, budgets, name_of, **metric) -> Tuple[dict, List[dict]]:
+    """Rows: one per lr, its cells per budget; and the selected (lr, budget)."""
+    rows, cells = [], []
+    for lr in lrs:
+        by_budget = best_by_budget(work, name_of(lr), budgets, **metric)
+        rows.append({"lr": lr, "cells": by_budget})
+        cells += [(lr, c) for c in by_budget]
+    lr, cell = best_cell(cells, metric.get("higher", True))
+    return {"lr": lr, "updates": cell["budget"], "value": cell["value"]}, rows
+
+
+def read_grid(work: Path) -> dict:
+    path = work / "tune" / "grid.json"
+    if not path.exists():
+        raise TuneError(f"{path}: not found (run `bash recipes/toy/run.sh --tune` with this --work)")
+    return json.loads(path.read_text())
+
+
+def tune(work: Path) -> dict:
+    grid = read_grid(work)
+    asr, asr_rows = select_asr(work, grid)
+    exporter, exporter_rows = select_exporter(work, grid)
+    stage2, stage2_rows = lr_budget_grid(work, grid["lrs"], grid["budgets"], lambda lr: f"tune-stage2-{exporter}-lr{lr}")
+    control, control_rows = lr_budget_grid(work, grid["lrs"], grid["budgets"], lambda lr: f"tune-control-lr{lr}")
+    text, text_rows = lr_budget_grid(work, grid["text_lrs"], grid["text_budgets"], lambda lr: f"tune-text-only-lr{lr}",
+                                     subset="valid", metric="loss", higher=False)
+    corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
+    return {"seed": corpus["seed"], "scale": corpus["scale"], "split": "dev", "grid": grid, "criteria": CRITERIA,
+            "selected": {"asr_updates": asr, "exporter_type": exporter,
+                         "stage2_lr": float(stage2["lr"]), "stage2_updates": stage2["updates"],
+                         "control_lr": float(control["lr"]), "control_updates": control["updates"],
+                         "text_only_lr": float(text["lr"]), "text_only_updates": text["updates"]},
+            "asr": asr_rows, "exporter": exporter_rows, "stage2": stage2_rows, "control": control_rows,
+            "text_only": text_rows, "stage2_best": stage2, "control_best": control, "text_only_best": text}
+
+
+def _mark(selected: bool, text: str) -> str:
+    return f"**{text}**" if selected else text
+
+
+def grid_table(rows: List[dict], budgets: List[int], best: dict, digits=2) -> str:
+    head = ["learning rate", *(f"≤ {b} updates" for b in budgets)]
+    body = []
+    for row in rows:
+        cells = [_mark(row["lr"] == best["lr"] and c["budget"] == best["updates"],
+                       f"{c['value']:.{digits}f} (at {c['at_update']})") for c in row["cells"]]
+        body.append([str(row["lr"]), *cells])
+    return markdown_table(head, body)
+
+
+def tune_markdown(t: dict) -> str:
+    s, grid = t["selected"], t["grid"]
+    asr = markdown_table(["ASR updates", "dev loss (best checkpoint)", "dev token accuracy %", "at update"],
+                         [[_mark(r["updates"] == s["asr_updates"], str(r["updates"])), f"{r['dev_loss']:.3f}",
+                           fmt(r["dev_accuracy"]), str(r["at_update"])] for r in t["asr"]])
+    exporter = markdown_table(
+        ["exporter type", "stage 1 dev L2", "stage 1 dev recovery %", f"stage 2 dev BLEU (lr {grid['base_lr']})"],
+        [[_mark(r["exporter"] == s["exporter_type"], r["exporter"]), fmt(r["dev_l2"], 4), fmt(r["dev_recovery"], 1),
+          f"{r['value']:.2f} (at {r['at_update']})"] for r in t["exporter"]])
+    return "\n".join([
+        "# Toy study: the dev protocol", "",
+        f"`bash recipes/toy/run.sh --tune` on seed {t['seed']} (scale {t['scale']}): every figure below is on the "
+        f"dev set; no test split was read. Greedy dev BLEU is what fairseq-train logs every {grid['valid_every']} "
+        "updates (--eval-bleu); a budget's cell is the best validation up to it (the update in brackets). "
+        "Selected settings in bold; ties go to the smaller budget. `run.sh` reads them from this file's "
+        "tune.json.", "",
+        f"**ASR update budget** ({CRITERIA['asr_updates']}):", "", asr, "",
+        f"**Exporter type** ({CRITERIA['exporter_type']}):", "", exporter, "",
+        f"**Stage 2** ({CRITERIA['stage2']}):", "", grid_table(t["stage2"], grid["budgets"], t["stage2_best"]), "",
+        f"**Control** ({CRITERIA['control']}):", "", grid_table(t["control"], grid["budgets"], t["control_best"]), "",
+        f"**Text-only adaptation**, stage 10 ({CRITERIA['text_only']}):", "",
+        grid_table(t["text_only"], grid["text_budgets"], t["text_only_best"], digits=3), "",
+        "Selected: " + ", ".join(f"{k} = {v}" for k, v in s.items()) + ".", ""])
+
+
+def read_settings(path: Path) -> dict:
+    """A tune.json's "selected" settings, checked; a SystemExit names the file and the key."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TuneError(f"{path}: not a readable tune.json ({e})")
+    selected = data.get("selected") if isinstance(data, dict) else None
+    if not isinstance(selected, dict):
+        raise TuneError(f"{path}: no \"selected\" settings (write the file with `bash recipes/toy/run.sh --tune`)")
+    out = {}
+    for key, kind in SETTINGS.items():
+        if key not in selected:
+            raise TuneError(f"{path}: \"selected\" lacks {key}")
+        value = selected[key]
+        ok = (kind is int and isinstance(value, int) and value > 0) or \
+             (kind is float and isinstance(value, (int, float)) and value > 0) or \
+             (kind is str and value in EXPORTER_TYPES)
+        if not ok:
+            raise TuneError(f"{path}: \"selected\".{key} = {value!r} is not a valid {key}")
+        out[key] = value
+    return out
+
+
+def shell_assignments(settings: dict) -> str:
+    return "\n".join(f"{k}={v}" for k, v in settings.items())
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grid", help="write the grid the recipe runs (WORK/tune/grid.json)")
+    g.add_argument("out", type=Path)
+    g.add_argument("--asr-updates", type=int, nargs="+", required=True)
+    g.add_argument("--exporters", nargs="+", choices=EXPORTER_TYPES, required=True)
+    g.add_argument("--lrs", nargs="+", required=True)
+    g.add_argument("--base-lr", required=True)
+    g.add_argument("--budgets", type=int, nargs="+", required=True)
+    g.add_argument("--valid-every", type=int, required=True)
+    g.add_argument("--text-lrs", nargs="+", required=True)
+    g.add_argument("--text-budgets", type=int, nargs="+", required=True)
+    g.add_argument("--text-valid-every", type=int, required=True)
+    s = sub.add_parser("select", help="print one selection (the recipe runs the next grid step with it)")
+    s.add_argument("what", choices=("asr", "exporter"))
+    s.add_argument("--work", type=Path, required=True)
+    r = sub.add_parser("report", help="write tune.md and tune.json")
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True)
+    st = sub.add_parser("settings", help="print a tune.json's selected settings as shell assignments")
+    st.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "grid":
+            if args.base_lr not in args.lrs:
+                parser.error(f"--base-lr {args.base_lr} is not one of --lrs {' '.join(args.lrs)}")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(
+                {"asr_updates": args.asr_updates, "exporters": args.exporters, "lrs": args.lrs,
+                 "base_lr": args.base_lr, "budgets": sorted(args.budgets), "valid_every": args.valid_every,
+                 "text_lrs": args.text_lrs, "text_budgets": sorted(args.text_budgets),
+                 "text_valid_every": args.text_valid_every},
+                indent=2) + "\n")
+        elif args.command == "select":
+            grid = read_grid(args.work)
+            print((select_asr if args.what == "asr" else select_exporter)(args.work, grid)[0])
+        elif args.command == "report":
+            t = tune(args.work)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "tune.json").write_text(json.dumps(t, indent=2) + "\n")
+            text = tune_markdown(t)
+            (args.out / "tune.md").write_text(text)
+            print(text)
+        else:
+            print(shell_assignments(read_settings(args.file)))
+    except TuneError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
