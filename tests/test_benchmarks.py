@@ -1,5 +1,5 @@
 """Each benchmark script runs end to end (on the tiny cascade, so its figures mean
-nothing); the real figures are in the README's Performance section."""
+nothing); the real figures are in benchmarks/README.md."""
 
 import importlib
 import os

@@ -4,6 +4,7 @@ row and file of the results is produced with sane values; the same seed gives th
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,9 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = ["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick"]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
-        "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control")
+        "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control",
+        "ablation: stage 2 with the ASR frozen", "ablation: 1-best cascade, MT source table adapted")
 STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
-         "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm")
+         "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm",
+         "exporter-only", "text-only")
 
 
 def run_recipe(*args):
@@ -31,18 +34,18 @@ def run_recipe(*args):
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-9 on seed 1."""
+    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-10 on seed 1."""
     root = tmp_path_factory.mktemp("toy")
     work, results = root / "work", root / "results"
     seeds_log = run_recipe("--seeds", "1,2", "--work", work, "--results", results)
-    extras_log = run_recipe("--stage", 8, "--stop-stage", 9, "--work", work / "seed1",
+    extras_log = run_recipe("--stage", 8, "--stop-stage", 10, "--work", work / "seed1",
                             "--results", results / "seed1")
     return work, results, seeds_log + extras_log
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
     work, results, log = quick_study
-    for stage in range(10):
+    for stage in range(11):
         assert f"Stage {stage}:" in log
     seed1, seed1_results = work / "seed1", results / "seed1"
     table = (seed1_results / "results.md").read_text()
@@ -50,6 +53,9 @@ def test_quick_study_produces_every_row_and_file(quick_study):
         assert sum(line.startswith(f"| {row}") for line in table.splitlines()) == 1, row
     assert "Stage 2 against the control: ΔBLEU" in table and "## Findings on this seed" in table
     assert "With the LM, stage 2 against the control: ΔBLEU" in table
+    assert "Stage 2 against the exporter-only ablation: ΔBLEU" in table
+    assert "Stage 2 against the text-only ablation: ΔBLEU" in table
+    assert "| stage 2 vs control |" in table  # the split by ambiguous noun
     assert "--lm-checkpoint" in table and (seed1 / "lm" / "config.json").exists()
     assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
@@ -66,9 +72,13 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     figures = json.loads((seed1_results / "results.json").read_text())
     assert set(figures["rows"]) == {"onebest", "reference", "stage1", "stage2", "control", "adapted_onebest",
                                     "stage3", "decoder_onebest", "stage2_decoder", "posterior",
-                                    "lm_onebest", "lm_stage1", "lm_stage2", "lm_control"}
+                                    "lm_onebest", "lm_stage1", "lm_stage2", "lm_control", "exporter_only", "text_only"}
     assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
     assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
+    assert figures["stage2_vs_exporter_only"]["p"] is not None and figures["stage2_vs_text_only"]["p"] is not None
+    assert len(figures["rows"]["stage3"]["ci"]) == 2 and set(figures["split"]["stage2"]) == {"with", "without"}
+    # every generate output's hash: a rerun of the seed is checked against them
+    assert set(figures["generate_sha256"]) == set(STEPS)
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
     assert set(figures["findings"]) == set("abcd")
 
@@ -114,10 +124,69 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
             (work / "seed1" / "gen" / step / "generate-test.txt").read_text(), step
 
 
+def test_tune_reads_no_test_split_and_writes_the_settings_the_study_reads(quick_study, tmp_path):
+    # the dev protocol on seed 1's corpus and MT with every test split removed: it must not need one
+    work, _, _ = quick_study
+    tune_work, results = tmp_path / "work", tmp_path / "results"
+    for name in ("data", "mt", "mt-bin", "asr-20"):  # the study's 20-update ASR is one of the candidates
+        shutil.copytree(work / "seed1" / name, tune_work / name)
+    (tune_work / "logs").mkdir()
+    shutil.copy(work / "seed1/logs/train-asr-20.log", tune_work / "logs")
+    removed = [path for path in tune_work.rglob("*") if path.name.startswith(("test", "task.test"))]
+    assert len(removed) >= 4  # test.tsv, test_asr.tsv, task.test.{en,de}
+    for path in removed:
+        path.unlink()
+    log = run_recipe("--tune", "--work", tune_work, "--results", results)
+    assert "Tune: the dev protocol" in log and "Stage" not in log
+    commands = (tune_work / "commands.sh").read_text()
+    assert "--save-dir " + str(tune_work / "asr-10") in commands and "asr-20 " not in commands
+    assert "fairseq_cli.generate" not in commands and "fairseq_cli.validate" not in commands
+    assert "--coupling onebest" in commands  # the control selected as the 1-best cascade it is tested as
+
+    tune = json.loads((results / "tune.json").read_text())
+    assert tune["split"] == "dev" and tune["seed"] == 1
+    selected = tune["selected"]
+    assert selected["asr_updates"] in (10, 20) and selected["exporter_type"] in ("vocab", "mlp")
+    assert selected["stage2_updates"] in (2, 4) and selected["control_lr"] in (2e-4, 4e-4)
+    table = (results / "tune.md").read_text()
+    assert "**Control**" in table and "**Text-only adaptation**" in table
+
+    # the study reads what the protocol selected
+    log = run_recipe("--settings", results / "tune.json", "--stage", 7, "--stop-stage", 7,
+                     "--work", work / "seed1", "--results", tmp_path / "study")
+    assert f"asr_updates={selected['asr_updates']} exporter_type={selected['exporter_type']}" in log
+
+
+def test_full_scale_reads_the_committed_settings(tmp_path):
+    committed = json.loads((REPO / "recipes/toy/results/tune.json").read_text())["selected"]
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--stage", "7", "--stop-stage", "7",
+                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert f"settings from recipes/toy/results/tune.json: asr_updates={committed['asr_updates']} " in proc.stdout
+
+
+@pytest.mark.parametrize("selected, message", [
+    ({"asr_updates": "many"}, '"selected".asr_updates = \'many\' is not a valid asr_updates'),
+    ({"exporter_type": "lstm"}, '"selected".exporter_type = \'lstm\' is not a valid exporter_type'),
+    ({"stage2_lr": None}, "lacks stage2_lr"),
+])
+def test_a_bad_settings_file_is_refused_naming_it(tmp_path, selected, message):
+    good = json.loads((REPO / "recipes/toy/results/tune.json").read_text())["selected"]
+    settings = {**good, **selected}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps({"selected": settings}))
+    proc = subprocess.run([*RUN, "--settings", str(path), "--stage", "7", "--stop-stage", "7",
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and f"error: {path}: " in proc.stderr and message in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--asr-updates", "4800x"], "--asr-updates must be a positive integer"),
-    (["--stage", "10"], "--stage must be a stage number 0-9, not '10'"),
-    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-9, not 'x'"),
+    (["--stage", "11"], "--stage must be a stage number 0-10, not '11'"),
+    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-10, not 'x'"),
+    (["--seeds", "1,2", "--tune"], "--tune runs on one seed"),
+    (["--settings", "no/such/tune.json"], "--settings no/such/tune.json: no such file (write one with --tune)"),
     (["--stage", "8"], "--stage 8 is after --stop-stage 7: nothing to run"),
     (["--scale", "small"], "--scale must be full or quick, not 'small'"),
     (["--seed", "-1"], "--seed must be a non-negative integer"),
@@ -155,6 +224,14 @@ def test_an_asr_trained_to_another_budget_is_not_extended(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "trained to 20 updates; for --asr-updates 30 use a new --work" in proc.stderr
     assert not (work / "logs/train-asr.log").exists()
+    # the same with WORK/asr a link to the ASR of 20 updates
+    shutil.rmtree(work / "asr")
+    (work / "asr-20").mkdir()
+    (work / "asr").symlink_to("asr-20")
+    proc = subprocess.run([*RUN, "--stage", "2", "--stop-stage", "2", "--asr-updates", "30", "--work", str(work)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "trained to 20 updates; for --asr-updates 30 use a new --work" in proc.stderr
+    assert not (work / "logs/train-asr-30.log").exists()
 
 
 FAKE_FAIRSEQ = """#!/usr/bin/env bash

@@ -107,7 +107,24 @@ def _split(summary: dict) -> str:
     return table
 
 
+DEMO_STAGES = ("corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3", "report")
+
+
+def time_table(summary: dict) -> str:
+    """Seed 1's time per stage: make demo's stages and the ablations."""
+    seconds = summary["seeds"]["1"]["seconds"]
+    demo = {stage: seconds[stage] for stage in DEMO_STAGES if stage in seconds}
+    rows = [(stage, report.duration(value)) for stage, value in demo.items()]
+    rows.append(("`make demo` (stages 0-7)", report.duration(sum(demo.values()))))
+    if "ablations" in seconds:
+        rows.append(("stage 10, ablations", report.duration(seconds["ablations"])))
+    if "lm" in seconds:
+        rows.append(("stage 9, the LM rows", report.duration(seconds["lm"])))
+    return markdown_table(("seed 1", "time"), rows)
+
+
 BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
+    "time": lambda summary, tune: time_table(summary),
     "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
     "lm": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], LM),

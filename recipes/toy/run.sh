@@ -132,7 +132,7 @@ if [ "$scale" = full ]; then
   stage1_updates=50; valid_every=100
   # the dev protocol's grid (--tune): stage-2 and control budgets are read off one run per lr
   # (validated every $valid_every updates; inverse_sqrt does not depend on the budget)
-  grid_asr_updates=(2400 4800); grid_exporters=(vocab mlp); grid_lrs=(1e-4 2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(200 400 800)
+  grid_asr_updates=(2400 4800); grid_exporters=(vocab mlp); grid_lrs=(2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(200 400 800)
   grid_text_lrs=(5e-4 1e-3 2e-3); grid_text_budgets=(100 200 400); text_valid_every=50
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
@@ -159,6 +159,7 @@ fi
 if [ -n "$settings" ] && [ -z "$tune" ]; then
   selected=$("$python" -m fairseq_exporter.toy.tune settings "$settings") || exit 2
   eval "$selected"  # asr_updates= exporter_type= stage2_lr= stage2_updates= control_lr= control_updates= text_only_...
+  log "settings from ${settings#"$repo/"}: $(echo $selected)"
 fi
 asr_updates=${asr_updates_asked:-${asr_updates:-}}
 stage2_updates=${stage2_updates_asked:-${stage2_updates:-}}  # and stage 3's
@@ -179,7 +180,10 @@ common=(--no-progress-bar --log-format json --log-interval 50 --seed "$seed" --n
 # otherwise fairseq-train resumes from the save dir's checkpoint_last.pt (so raising a max-update extends).
 record_seconds() {  # wall-clock seconds of the stage that just ended, for the log and the report
   local s=$(( $(date +%s) - stage_started ))
-  printf '%s\t%d\n' "$1" $s >> "$work/stage-seconds.tsv"
+  # a stage that found its work done keeps the time of the run that did it
+  if [ $s -ge 2 ] || ! grep -q "^$1"$'\t' "$work/stage-seconds.tsv" 2>/dev/null; then
+    printf '%s\t%d\n' "$1" $s >> "$work/stage-seconds.tsv"
+  fi
   log "  ($1: $((s / 60)) min $((s % 60)) s)"
 }
 last_dev() {  # the last dev record of a training log, for the progress line
