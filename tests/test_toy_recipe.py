@@ -210,7 +210,7 @@ def test_help_lists_the_options():
     proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0
     for option in ("--stage", "--stop-stage", "--scale", "--seed", "--seeds", "--work", "--results", "--asr-updates",
-                   "--stage2-updates"):
+                   "--stage2-updates", "--tune", "--settings"):
         assert option in proc.stdout
 
 

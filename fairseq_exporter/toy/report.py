@@ -502,7 +502,7 @@ def read_seed_results(dirs):
 
 def comparison(results: dict, key: str):
     """One seed's paired figures for a comparison; None if it was not run."""
-    figures = results.get(key) if key.endswith("_vs_control") else results["rows"].get(key)
+    figures = results.get(key) if "_vs_" in key else results["rows"].get(key)
     return figures if figures is not None and figures["dbleu"] is not None else None
 
 

@@ -178,10 +178,11 @@ common=(--no-progress-bar --log-format json --log-interval 50 --seed "$seed" --n
 
 # A training step is done when its marker for the requested --max-update exists (step_done);
 # otherwise fairseq-train resumes from the save dir's checkpoint_last.pt (so raising a max-update extends).
-record_seconds() {  # wall-clock seconds of the stage that just ended, for the log and the report
+record_seconds() {  # name [done-before]: wall-clock seconds of the stage that just ended, for the
+  # log and the report; a stage whose work was done before (done-before=1) keeps the time of the
+  # run that did it
   local s=$(( $(date +%s) - stage_started ))
-  # a stage that found its work done keeps the time of the run that did it
-  if [ $s -ge 2 ] || ! grep -q "^$1"$'\t' "$work/stage-seconds.tsv" 2>/dev/null; then
+  if [ "${2:-}" != 1 ] || ! grep -q "^$1"$'\t' "$work/stage-seconds.tsv" 2>/dev/null; then
     printf '%s\t%d\n' "$1" $s >> "$work/stage-seconds.tsv"
   fi
   log "  ($1: $((s / 60)) min $((s % 60)) s)"
@@ -323,7 +324,10 @@ if [ -n "$tune" ]; then
     --text-lrs "${grid_text_lrs[@]}" --text-budgets "${grid_text_budgets[@]}" --text-valid-every $text_valid_every
   make_corpus
   train_mt
-  for n in "${grid_asr_updates[@]}"; do stage_started=$(date +%s); train_asr "$n"; record_seconds "tune-asr-$n"; done
+  for n in "${grid_asr_updates[@]}"; do
+    stage_started=$(date +%s); made=0; step_done "$work/asr-$n" "$n" && made=1
+    train_asr "$n"; record_seconds "tune-asr-$n" $made
+  done
   use_asr "$("${tune_py[@]}" select asr --work "$work")"
   tune_stage2() {  # exporter lr: stage 2 run to the grid's largest budget
     exporter_type=$1 exporter_train "tune-stage2-$1-lr$2" "$tw/stage2-$1-lr$2" "$work/mt/checkpoint_best.pt" $top ctc \
@@ -362,22 +366,25 @@ fi
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   stage_started=$(date +%s)
   log "Stage 0: corpus (grammar text + espeak-ng speech, fbank, sentencepiece, manifests)"
+  made=0; [ -f "$data/corpus.json" ] && made=1  # (make_corpus stops if it was made otherwise)
   make_corpus
-  record_seconds corpus
+  record_seconds corpus $made
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   stage_started=$(date +%s)
   log "Stage 1: general-domain MT (fairseq-preprocess + fairseq-train transformer)"
+  made=0; step_done "$work/mt" $mt_updates && made=1
   train_mt
-  record_seconds mt
+  record_seconds mt $made
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   stage_started=$(date +%s)
   log "Stage 2: ASR on the task speech, targets in the MT source vocabulary (s2t_transformer)"
+  made=0; step_done "$work/asr-$asr_updates" "$asr_updates" && made=1
   use_asr "$asr_updates"
-  record_seconds asr
+  record_seconds asr $made
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
