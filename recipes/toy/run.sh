@@ -363,6 +363,12 @@ if [ -n "$tune" ]; then
   exit 0
 fi
 
+add_rows() {  # what: the report again, with the rows the stage added
+  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
+    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
+  log "added $1 to $results/results.md ($(elapsed) in all)"
+}
+
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   stage_started=$(date +%s)
   log "Stage 0: corpus (grammar text + espeak-ng speech, fbank, sentencepiece, manifests)"
@@ -473,9 +479,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   exporter_train posterior "$work/posterior" "$work/mt/checkpoint_best.pt" $stage2_updates decoder \
     --coupling posterior --freeze-mt --ast-weight 1 --l2-weight 0 --asr-weight $stage2_asr_weight --lr $stage2_lr
   evaluate posterior "$work/posterior/checkpoint_best.pt" posterior onebest-decoder
-  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
-    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
-  log "added the rows to $results/results.md ($(elapsed) in all)"
+  add_rows "the rows"
   record_seconds extras
 fi
 
@@ -502,11 +506,10 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   evaluate control-lm "$work/control-lm/checkpoint_best.pt" onebest onebest-lm
   score stage2-lm-vs-control "$work/gen/stage2-lm/generate-test.txt" "$work/gen/control-lm/generate-test.txt" \
     "$work/gen/stage2-lm/vs-control.json"
-  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
-    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
-  log "added the LM rows to $results/results.md ($(elapsed) in all)"
+  add_rows "the LM rows"
   record_seconds lm
 fi
+
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   stage_started=$(date +%s)
   log "Stage 10: ablations (stage 2 with the ASR frozen; the MT's source table adapted on text alone)"
@@ -527,9 +530,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   evaluate text-only "$work/text-only-exporter/checkpoint_best.pt" onebest onebest
   score stage2-vs-text-only "$work/gen/stage2/generate-test.txt" "$work/gen/text-only/generate-test.txt" \
     "$work/gen/stage2/vs-text-only.json"
-  "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands" \
-    > "$work/logs/report.log" 2>&1 || { tail -n 20 "$work/logs/report.log" >&2; exit 1; }
-  log "added the ablation rows to $results/results.md ($(elapsed) in all)"
+  add_rows "the ablation rows"
   record_seconds ablations
 fi
 exit 0
