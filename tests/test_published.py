@@ -11,7 +11,8 @@ from fairseq_exporter.toy import published
 
 REPO = Path(__file__).resolve().parents[1]
 READMES = {REPO / "README.md": {"study", "ablations"},
-           REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time"}}
+           REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time",
+                                             "lm-seeds", "lm"}}
 RESULTS = REPO / "recipes/toy/results"
 
 
