@@ -1,6 +1,6 @@
 """Bad input at the data layer, without a training run: every corruption of a valid
 manifest stops with an error naming the file, the line and the column (or is skipped
-with a count, as the README says), NaN/Inf features stop with the utterance and where
+with a count, as docs/bad_input.md says), NaN/Inf features stop with the utterance and where
 its features are stored, and a checkpoint copy is fsynced before and after its rename.
 (The same errors through fairseq-train are in test_reliability.py.)"""
 
