@@ -17,7 +17,13 @@ A beam stops once it holds ``--beam`` finished hypotheses (``early_stopping=True
 beam search stops). The stop tokens are the LM's end-of-text and, when the template asks for the
 rest of the line, every token holding a line break (models/lm_prompt.py); the LM's own
 ``generation_config`` (an instruct model's sampling defaults) is not used. Other search options
-are refused by name. The positional scores are the LM's log-probabilities of the chosen tokens.
+are refused by name. The positional scores are the LM's log-probabilities of the chosen tokens:
+read off the logits as greedy search goes, and from one more pass over prompt + answer after a
+beam search or sampling (whose processed scores are not the LM's).
+
+A beam search reads (prefills) each prompt once, not once per beam: all but the prompt's last
+position go through the LM at the batch's size, and the cache is copied to the beams before
+``generate()`` continues from it.
 """
 
 from typing import Dict, List
@@ -36,6 +42,29 @@ UNSUPPORTED = {"prefix_size": 0, "unkpen": 0, "match_source_len": False, "divers
 
 def _given(args, name, default=None):
     return getattr(args, name, default)
+
+
+class ChosenLogProbs:
+    """A logits processor that changes nothing: it keeps the LM's log-probabilities of the
+    last step and, one step later, the one of the token that step chose (B x V held at once)."""
+
+    def __init__(self, prompt_len: int):
+        self.prompt_len = prompt_len
+        self.last = None
+        self.chosen: List[torch.Tensor] = []
+
+    def __call__(self, input_ids, scores):
+        if self.last is not None:
+            self.chosen.append(self.last.gather(1, input_ids[:, -1:]))
+        self.last = torch.log_softmax(scores.float(), -1)
+        return scores
+
+    def finish(self, sequences) -> torch.Tensor:
+        """B x T: the log-probability of each generated token of ``sequences``."""
+        if self.last is not None and sequences.size(1) > self.prompt_len + len(self.chosen):
+            self.chosen.append(self.last.gather(1, sequences[:, -1:]))
+            self.last = None
+        return torch.cat(self.chosen, 1) if self.chosen else sequences.new_zeros(len(sequences), 0).float()
 
 
 class LMGenerator:
@@ -74,18 +103,57 @@ class LMGenerator:
             if self.nbest > 1:
                 self.search["num_return_sequences"] = self.nbest
 
+    @property
+    def scores_while_searching(self) -> bool:
+        """Greedy search: the chosen tokens' log-probabilities are read as it goes."""
+        return self.search["num_beams"] == 1 and not self.search["do_sample"]
+
     def generation_config(self, n_frames: int):
         from transformers import GenerationConfig
 
-        limit = self.model.decoder.max_positions()
-        max_new = max(1, min(int(self.max_len_a * n_frames + self.max_len_b), limit))
+        max_new = self.max_new_tokens(n_frames)
         # every setting explicit: generate() fills what is left unset from the LM's own
         # generation_config (an instruct model's repetition penalty, say)
         neutral = getattr(GenerationConfig(), "_get_default_generation_params", dict)()
         neutral = {k: v for k, v in neutral.items() if v is not None and k not in ("max_length", "min_length")}
-        return GenerationConfig(**{**neutral, "top_k": 0, **self.search}, max_new_tokens=max_new,
-                                min_new_tokens=min(self.min_len, max_new), eos_token_id=self.stop_ids,
+        search, min_new = dict(self.search), min(self.min_len, max_new)
+        if self.scores_while_searching:  # these two run after the recorder (logits_processors)
+            search.pop("no_repeat_ngram_size", None)
+            min_new = 0
+        return GenerationConfig(**{**neutral, "top_k": 0, **search}, max_new_tokens=max_new,
+                                min_new_tokens=min_new, eos_token_id=self.stop_ids,
                                 pad_token_id=self.eos, bos_token_id=None)
+
+    def max_new_tokens(self, n_frames: int) -> int:
+        return max(1, min(int(self.max_len_a * n_frames + self.max_len_b), self.model.decoder.max_positions()))
+
+    def logits_processors(self, prompt_len: int, n_frames: int, device):
+        """Greedy search: the recorder of the LM's log-probabilities, which must see the raw
+        logits, then what generate() would have put before it (its own processors run first)."""
+        from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, NoRepeatNGramLogitsProcessor
+
+        recorder = ChosenLogProbs(prompt_len)
+        processors = [recorder]
+        min_new = min(self.min_len, self.max_new_tokens(n_frames))
+        if min_new > 0:
+            processors.append(MinNewTokensLengthLogitsProcessor(prompt_len, min_new, self.stop_ids, device=device))
+        if self.search.get("no_repeat_ngram_size"):
+            processors.append(NoRepeatNGramLogitsProcessor(self.search["no_repeat_ngram_size"]))
+        return recorder, LogitsProcessorList(processors)
+
+    def prefilled_cache(self, lm, inputs, beams: int):
+        """The cache of every prompt position but the last, computed at the batch's size and
+        copied to ``beams`` rows per prompt (generate() computes the last one per beam)."""
+        mask = inputs["attention_mask"]
+        first = {"inputs_embeds": inputs["inputs_embeds"][:, :-1]} if "inputs_embeds" in inputs else \
+            {"input_ids": inputs["input_ids"][:, :-1]}
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, :-1]
+        decoder = self.model.decoder
+        kwargs = {"logits_to_keep": 1} if decoder._keep_kw else {}
+        out = lm(**first, attention_mask=mask[:, :-1], position_ids=positions, use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        cache.batch_repeat_interleave(beams)
+        return {decoder._cache_kw: cache}
 
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, bos_token=None, **unused):
@@ -104,11 +172,21 @@ class LMGenerator:
         if embeddings is not None:  # the coupled prompt; the onebest prompt is read as ids, as a user's is
             inputs["inputs_embeds"] = decoder.embed_prompts(batch, tokens, embeddings)
         frames = int(net_input["src_lengths"].max()) if "src_lengths" in net_input else 0
-        out = lm.generate(**inputs, generation_config=self.generation_config(frames))
-        answers = out[:, batch.ids.size(1):].tolist()
+        prompt_len = batch.ids.size(1)
+        extra = {}
+        if self.scores_while_searching:
+            recorder, extra["logits_processor"] = self.logits_processors(prompt_len, frames, batch.ids.device)
+        elif self.search["num_beams"] > 1 and prompt_len > 1:
+            extra = self.prefilled_cache(lm, inputs, self.search["num_beams"])
+        out = lm.generate(**inputs, **extra, generation_config=self.generation_config(frames))
+        answers = out[:, prompt_len:].tolist()
         n = self.search["num_return_sequences"]
         hyps = [self._cut(a) for a in answers]
-        scores = self._score(decoder, encoder_out, hyps, n)
+        if self.scores_while_searching:
+            chosen = recorder.finish(out).cpu()
+            scores = [chosen[row, :len(h)] for row, h in enumerate(hyps)]
+        else:
+            scores = self._score(decoder, encoder_out, hyps, n)
         results: List[List[Dict]] = []
         for row in range(len(tokens)):
             found = []
