@@ -33,8 +33,9 @@ setup(
     ],
     extras_require={
         "toy": ["espeakng-loader", "matplotlib"],
-        # the causal-LM back-end (--lm-checkpoint); tested with the torch the Makefile installs
-        "llm": ["transformers==5.24.0"],
+        # the causal-LM back-end (--lm-checkpoint); tested with the torch the Makefile installs;
+        # accelerate: transformers loads an LM straight onto a GPU (device_map) only with it
+        "llm": ["transformers==5.24.0", "accelerate==1.16.0"],
         # xdist: the suite runs on both cores; timeout: a hung test fails instead of stalling CI;
         # pandas: fairseq's own prep_mustc_data.py, compared against
         "test": ["pytest", "pytest-xdist", "pytest-timeout", "pandas"],

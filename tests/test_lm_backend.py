@@ -243,7 +243,7 @@ def test_every_coupling_and_source_trains_through_the_lm(cascade, lms, coupling,
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.asr.parameters())
 
 
-def test_lm_keeps_its_dtype_and_fingerprint_under_casts(lms):
+def test_lm_keeps_its_dtype_and_fingerprint_under_casts(lms, monkeypatch):
     """fairseq's --fp16/--bf16 cast the whole model: the LM stays in --lm-dtype (RoPE
     frequencies included); the same LM loaded in bfloat16 has the float32 load's fingerprint,
     another LM has not."""
@@ -256,6 +256,15 @@ def test_lm_keeps_its_dtype_and_fingerprint_under_casts(lms):
     assert {t.dtype for t in [*lm.parameters(), *lm.buffers()]} == {torch.float32}
     assert weights_fingerprint(load_causal_lm(str(lms["llama"]), "bfloat16")) == weights_fingerprint(lm)
     assert weights_fingerprint(load_causal_lm(str(lms["gpt2"]))) != weights_fingerprint(lm)
+    # a rank's LM is read straight onto its device (transformers' device_map), in --lm-dtype
+    from transformers import AutoModelForCausalLM
+
+    read, asked = AutoModelForCausalLM.from_pretrained, {}
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: asked.update(k) or read(*a, **k))
+    placed = load_causal_lm(str(lms["llama"]), "bfloat16", torch.device("cpu"))
+    assert asked["device_map"] == {"": torch.device("cpu")} and asked["dtype"] == torch.bfloat16
+    assert {p.dtype for p in placed.parameters()} == {torch.bfloat16}
+    assert weights_fingerprint(placed) == weights_fingerprint(lm)
 
 
 def test_the_lm_rows_are_built_once_and_recovery_finds_them(cascade, lms):
@@ -295,3 +304,35 @@ def test_ddp_leaves_the_frozen_lm_out(cascade, lms, tmp_path):
         assert {id(p) for p in model.encoder.exporter.parameters()} <= kept
     finally:
         dist.destroy_process_group()
+
+
+def test_vocab_exporter_on_an_lm_keeps_no_copy_of_its_table_and_starts_at_the_onebest(cascade, lms):
+    """--exporter-type vocab on an LM mixes the LM's own rows (frozen, never in a checkpoint)
+    plus a trainable rank-R correction that starts at zero: no V x D copy of the table, the
+    exported vectors start nearest the 1-best's own rows, and the correction gets gradient.
+    Its default rank on an LM is written into the config; an MT's vocab exporter refuses a rank."""
+    cfg, task, model, criterion = _build(cascade, lms["llama"], "--exporter-type", "vocab",
+                                         "--exporter-table-rank", "8")
+    exporter = model.encoder.exporter
+    n_symbols, dim = model.encoder.lm_source.table().shape
+    shapes = {n: tuple(p.shape) for n, p in exporter.named_parameters()}
+    assert "table" not in shapes and shapes["table_down"] == (n_symbols, 8) and shapes["table_up"] == (8, dim)
+    saved = {k for k in model.state_dict() if k.startswith("encoder.exporter.")}
+    assert {"encoder.exporter.table_down", "encoder.exporter.table_up"} <= saved
+    assert not [k for k in saved if "table" in k and k.split(".")[-1] not in ("table_down", "table_up")]
+    model.eval()
+    sample = first_batch(task)
+    with torch.no_grad():
+        out = model.encoder(**sample["net_input"])
+    tokens = out["recognition"].onebest.tokens
+    fed = model.encoder.fed(tokens)
+    assert fed.sum() > 10 and torch.equal(model.encoder.nearest_tokens(out["exported"][fed]), tokens[fed])
+    model.train()
+    loss, _, _ = criterion(model, first_batch(task, split="train", max_sentences=4))
+    loss.backward()
+    assert exporter.table_down.grad.abs().sum() > 0 and exporter.table_up.grad is not None
+
+    default_cfg, _, default, _ = _build(cascade, lms["llama"], "--exporter-type", "vocab")
+    assert default_cfg.model.exporter_table_rank == 64 and default.encoder.exporter.table_down.shape[1] == 64
+    with pytest.raises(ValueError, match="--exporter-table-rank 8: .*--lm-checkpoint"):
+        build(cascade, "--exporter-type", "vocab", "--exporter-table-rank", "8")

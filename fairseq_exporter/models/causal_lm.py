@@ -33,8 +33,20 @@ class LMError(PromptError):
     pass
 
 
-def load_causal_lm(path: str, dtype: str = "float32"):
-    """The LM of a local Hugging Face directory, frozen and in eval mode."""
+def load_device() -> Optional[torch.device]:
+    """Where each rank loads the LM: under NCCL (fairseq's multi-GPU training) straight onto
+    the rank's GPU, not N copies in host memory first; otherwise on the CPU, and fairseq moves
+    the model (``--cpu`` leaves it there)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def load_causal_lm(path: str, dtype: str = "float32", device: Optional[torch.device] = None):
+    """The LM of a local Hugging Face directory, frozen and in eval mode, its weights read in
+    ``dtype`` (no float32 copy first) and onto ``device`` where one is given."""
     require_transformers()
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
@@ -50,8 +62,9 @@ def load_causal_lm(path: str, dtype: str = "float32"):
         raise LMError(f"{OPTION} {path}: a '{config.model_type}' model, not a causal LM "
                       "(AutoModelForCausalLM cannot load it); the MT back-end takes --mt-checkpoint")
     try:
+        placed = {} if device is None else {"device_map": {"": device}}
         lm, info = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=LM_DTYPES[dtype],
-                                                        output_loading_info=True)
+                                                        output_loading_info=True, **placed)
     except Exception as err:
         raise LMError(f"{OPTION} {path}: cannot load its weights ({type(err).__name__}: {err})") from err
     if info.get("missing_keys"):  # e.g. an encoder (BERT) whose LM head would be random

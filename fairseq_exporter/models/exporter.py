@@ -4,7 +4,7 @@ All variants take the same inputs, so the coupling code does not care which one 
 ``states`` (B x L x D_asr, one vector per 1-best token), its padding mask, and the
 speech-encoder output (used by the transformer variant's cross-attention)."""
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -53,29 +53,53 @@ class VocabularyExporter(nn.Module):
     CTC source after stage 1, dev L2 was 0.0025 at 32x and 0.0011 at 128x, and test BLEU
     against the 1-best cascade -0.41 and +0.06: a weak MT is that sensitive.) Everything is the exporter's own copy
     and trains; T lets the translation loss move a token's exported row (e.g. towards
-    a synonym the frozen MT translates the way the task wants)."""
+    a synonym the frozen MT translates the way the task wants).
+
+    On an LM (``frozen_table``, ``table_rank`` R > 0) T is not copied: it is the LM's frozen
+    rows plus a trainable rank-R correction ``table_down @ table_up`` whose ``table_down``
+    starts at zero, so the start is the same 1-best cascade; a copy of Llama 3's table would
+    be 0.5 billion trainable parameters (6 GB with Adam's state) for every exporter."""
 
     SHARPNESS = 128.0
 
     def __init__(self, in_dim: int, out_dim: int, vocab_size: int, hidden_dim: int,
                  dropout: float, asr_output_weight: Optional[Tensor] = None,
-                 mt_embedding_table: Optional[Tensor] = None, asr_output_bias: Optional[Tensor] = None):
+                 mt_embedding_table: Optional[Tensor] = None, asr_output_bias: Optional[Tensor] = None,
+                 frozen_table: Optional[Callable[[], Tensor]] = None, table_rank: int = 0):
         super().__init__()
         self.scores = nn.Linear(in_dim, vocab_size, bias=asr_output_bias is not None)
-        self.table = nn.Parameter(torch.empty(vocab_size, out_dim))
-        nn.init.normal_(self.table, std=out_dim ** -0.5)
         if asr_output_weight is not None:
             self.scores.weight.data.copy_(asr_output_weight * self.SHARPNESS)
         if asr_output_bias is not None:
             self.scores.bias.data.copy_(asr_output_bias * self.SHARPNESS)
-        if mt_embedding_table is not None:
-            self.table.data.copy_(mt_embedding_table)
+        if frozen_table is None:
+            self.table = nn.Parameter(torch.empty(vocab_size, out_dim))
+            nn.init.normal_(self.table, std=out_dim ** -0.5)
+            if mt_embedding_table is not None:
+                self.table.data.copy_(mt_embedding_table)
+        else:
+            if table_rank < 1:
+                raise ValueError(f"--exporter-table-rank {table_rank}: the correction to frozen rows needs rank >= 1")
+            # a plain attribute, not a submodule: the rows belong to the LM (never in a checkpoint)
+            self.frozen_table = frozen_table
+            rows = frozen_table()
+            if tuple(rows.shape) != (vocab_size, out_dim):
+                raise ValueError(f"the frozen table is {tuple(rows.shape)}, not {vocab_size} x {out_dim}")
+            # up: random at the rows' own scale, so that down (zero at start) gets gradient
+            self.table_down = nn.Parameter(torch.zeros(vocab_size, table_rank))
+            self.table_up = nn.Parameter(torch.randn(table_rank, out_dim) * float(rows.float().pow(2).mean().sqrt()))
         self.correction = MLPExporter(in_dim, out_dim, hidden_dim, 1, dropout)
         nn.init.zeros_(self.correction.net[-1].weight)
         nn.init.zeros_(self.correction.net[-1].bias)
 
     def forward(self, states, padding_mask, memory=None, memory_padding_mask=None):
-        mixed = torch.softmax(self.scores(states).float(), dim=-1).type_as(states) @ self.table
+        probs = torch.softmax(self.scores(states).float(), dim=-1)
+        if hasattr(self, "table"):
+            mixed = probs.type_as(states) @ self.table
+        else:
+            rows = self.frozen_table()
+            mixed = (probs.to(rows.dtype) @ rows).type_as(states)
+            mixed = mixed + (probs.type_as(self.table_down) @ self.table_down) @ self.table_up
         return mixed + self.correction(states, padding_mask)
 
 
@@ -107,9 +131,11 @@ def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden
                    layers: int, heads: int, dropout: float,
                    asr_output_weight: Optional[Tensor] = None,
                    mt_embedding_table: Optional[Tensor] = None,
-                   asr_output_bias: Optional[Tensor] = None) -> nn.Module:
-    """``asr_output_weight`` (V x in_dim), ``asr_output_bias`` (V, or None) and
-    ``mt_embedding_table`` (V x out_dim) are only read by the vocab exporter, to initialise it."""
+                   asr_output_bias: Optional[Tensor] = None,
+                   frozen_table: Optional[Callable[[], Tensor]] = None, table_rank: int = 0) -> nn.Module:
+    """``asr_output_weight`` (V x in_dim), ``asr_output_bias`` (V, or None) and the text model's
+    table (``mt_embedding_table``, V x out_dim, copied; or ``frozen_table``, a callable returning
+    the LM's frozen rows, with ``table_rank`` > 0) are only read by the vocab exporter."""
     if kind == "linear":
         return LinearExporter(in_dim, out_dim)
     if kind == "mlp":
@@ -117,6 +143,12 @@ def build_exporter(kind: str, in_dim: int, out_dim: int, memory_dim: int, hidden
     if kind == "transformer":
         return TransformerExporter(in_dim, out_dim, memory_dim, hidden_dim, layers, heads, dropout)
     if kind == "vocab":
+        if table_rank > 0:
+            if frozen_table is None:
+                raise ValueError(f"--exporter-table-rank {table_rank}: frozen rows are an LM's (--lm-checkpoint)")
+            vocab_size = frozen_table().size(0)
+            return VocabularyExporter(in_dim, out_dim, vocab_size, hidden_dim, dropout, asr_output_weight,
+                                      None, asr_output_bias, frozen_table, table_rank)
         if mt_embedding_table is None:
             raise ValueError("--exporter-type vocab needs the MT embedding table")
         return VocabularyExporter(in_dim, out_dim, mt_embedding_table.size(0), hidden_dim, dropout,

@@ -25,6 +25,7 @@ from fairseq_exporter.models.causal_lm import (
     external_names,
     external_prefixes,
     load_causal_lm,
+    load_device,
     weights_fingerprint,
 )
 from fairseq_exporter.models.checkpoint_fit import check_state_dict_fits
@@ -32,8 +33,12 @@ from fairseq_exporter.models.coupling import SOURCES, CoupledEncoder
 from fairseq_exporter.models.ctc import ctc_head
 from fairseq_exporter.models.dictionaries import check_same_dictionary, fingerprint
 from fairseq_exporter.models.exporter import EXPORTER_TYPES, build_exporter
+from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
 
 logger = logging.getLogger(__name__)
+
+# the vocab exporter's correction rank on an LM's frozen rows (--exporter-table-rank)
+LM_TABLE_RANK = 64
 
 REBUILD_ADVICE = ("Train the ASR with the MT source vocabulary as its target vocabulary "
                   "(see examples/own_checkpoints.md).")
@@ -74,6 +79,11 @@ class ExporterModelConfig(FairseqDataclass):
                                          "(softmax over the vocabulary from the ASR output layer, mixing "
                                          "a copy of the MT embedding table, plus an MLP correction: "
                                          "starts at the 1-best cascade)"})
+    exporter_table_rank: Optional[int] = field(
+        default=None, metadata={"help": "vocab exporter: 0 = it trains a copy of the text model's embedding "
+                                        "table; R > 0 = it mixes the LM's frozen rows plus a trainable rank-R "
+                                        "correction (--lm-checkpoint only; no V x D copy of an LLM's table). "
+                                        f"Default: {LM_TABLE_RANK} with --lm-checkpoint, 0 with --mt-checkpoint"})
     exporter_hidden_dim: int = field(default=512, metadata={"help": "mlp hidden / transformer model dim"})
     exporter_layers: int = field(default=1, metadata={"help": "mlp hidden layers / transformer layers"})
     exporter_heads: int = field(default=4, metadata={"help": "transformer exporter attention heads"})
@@ -133,14 +143,29 @@ def _check_asr_dictionary(cfg, task, asr_part):
                           "Point src_vocab_filename in the config yaml at the ASR's target dictionary.")
 
 
+def _resolve_table_rank(cfg, use_lm: bool, fresh: bool):
+    """--exporter-table-rank's default, written into the config: a checkpoint rebuilds the
+    exporter it was trained with (one saved before the option had a copy of the table)."""
+    rank = cfg.exporter_table_rank
+    if rank is not None and rank < 0:
+        raise ValueError(f"--exporter-table-rank {rank}: 0 (a trainable copy of the table) or a rank >= 1")
+    if rank is not None and rank > 0 and not use_lm:
+        raise ValueError(f"--exporter-table-rank {rank}: a correction to frozen rows is for an LM's table "
+                         f"(--lm-checkpoint); the vocab exporter on an MT trains a copy of it (0)")
+    if rank is None:
+        with open_dict(cfg):
+            cfg.exporter_table_rank = LM_TABLE_RANK if use_lm and fresh else 0
+
+
 def _build_lm(cfg, task):
     """The frozen LM as decoder, and its input side as the encoder sees it."""
     lm_dict = task.target_dictionary
     if getattr(lm_dict, "source", None) is None or not hasattr(lm_dict, "tokenizer"):
         raise ValueError(f"--lm-checkpoint {cfg.lm_checkpoint}: the task's target vocabulary is not the LM's "
                          "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
-    lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype)
+    lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype, load_device())
     found = weights_fingerprint(lm)
+    check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
     if cfg.lm_fingerprint is None:
         with open_dict(cfg):
             cfg.lm_fingerprint = found
@@ -224,6 +249,7 @@ class ExporterModel(FairseqEncoderDecoderModel):
                 f"the exporter model was trained with dictionaries {cfg.dictionaries}, but the "
                 f"data config names {src_name} / {tgt_name} "
                 f"({_task_dictionary_fingerprints(task)}); use the config yaml the model was trained with")
+        _resolve_table_rank(cfg, use_lm, fresh=asr_state is not None)
         src_dict, tgt_dict = task.transcript_dictionary, task.target_dictionary
         asr = pretrained.build_pretrained_model(cfg.pretrained_asr_cfg, None, src_dict, asr_state,
                                                 cfg.asr_checkpoint or "")
@@ -249,10 +275,13 @@ class ExporterModel(FairseqEncoderDecoderModel):
         else:
             in_dim = asr.decoder.output_projection.weight.size(1)
             output_weight, output_bias = asr.decoder.output_projection.weight.detach(), None
+        copied = cfg.exporter_type == "vocab" and cfg.exporter_table_rank == 0
         exporter = build_exporter(cfg.exporter_type, in_dim, text_dim, asr_enc_dim,
                                   cfg.exporter_hidden_dim, cfg.exporter_layers,
                                   cfg.exporter_heads, cfg.exporter_dropout,
-                                  output_weight, text["table"].float(), output_bias)
+                                  output_weight, text["table"].float() if copied else None, output_bias,
+                                  frozen_table=text["lm_source"].table if use_lm else None,
+                                  table_rank=cfg.exporter_table_rank)
         encoder = CoupledEncoder(asr, text["mt_encoder"], exporter, src_dict, task.coupling,
                                  task.onebest_beam, task.onebest_max_len, cfg.freeze_asr,
                                  cfg.exporter_source, getattr(task, "posterior_temperature", 1.0),

@@ -27,7 +27,7 @@ from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 logger = logging.getLogger(__name__)
 
 # Written into the model config when the model is first built (see ExporterModelConfig).
-_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries", "lm_fingerprint")
+_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries", "lm_fingerprint", "exporter_table_rank")
 
 
 def _load_dictionary(data: Path, filename, key: str, yaml_path: Path) -> Dictionary:

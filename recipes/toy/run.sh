@@ -228,7 +228,9 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
   # text_model: an MT checkpoint file, or an LM directory (stage 9)
   local name=$1 save=$2 text=$3 updates=$4 source=$5; shift 5
   local text_model=(--mt-checkpoint "$text")
-  [ -d "$text" ] && text_model=(--lm-checkpoint "$text")
+  # the LM's vocab exporter trains a copy of its table, as on the MT (the toy LM's table is
+  # small; the low-rank default of --exporter-table-rank is for an LLM's)
+  [ -d "$text" ] && text_model=(--lm-checkpoint "$text" --exporter-table-rank 0)
   step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml config_st.yaml \
