@@ -162,3 +162,24 @@ def test_prompt_fit_counts_the_transcripts_whose_pieces_the_prompt_splits_otherw
     (tmp_path / "bad.txt").write_text("\nnot-a-piece-of-it\n")
     with pytest.raises(SystemExit, match="bad.txt line 2: 'not-a-piece-of-it' is not a piece"):
         main([str(pieces["lm"]), "--prompt-fit", str(tmp_path / "bad.txt")])
+
+
+@pytest.mark.parametrize("pieces", ["llama3"], indirect=True)
+def test_the_lm_backend_benchmark_runs_quick(pieces, monkeypatch, capsys):
+    """benchmarks/lm_backend.py --quick on this cascade (in this process: no fairseq start-up):
+    every row it measures, with a ratio."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    import lm_backend
+
+    lm_backend.main(["--quick", "--cascade", str(pieces["root"])])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| Llama 3 vocab")]
+    whats = [row.split("|")[2].strip() for row in rows]
+    assert [w.split(",")[0].split(" (")[0] for w in whats] == [
+        "stage-2 step", "its back-end: exporter + prompt + LM", "the LM's own fwd + bwd",
+        "recovery metric", "fairseq-generate --coupling exporter", "transformers generate()",
+        "fairseq-generate --coupling exporter", "transformers generate()"], out
+    assert all(row.split("|")[5].strip().endswith(("x", "of a step")) for row in rows), out
