@@ -336,3 +336,85 @@ def test_vocab_exporter_on_an_lm_keeps_no_copy_of_its_table_and_starts_at_the_on
     assert default_cfg.model.exporter_table_rank == 64 and default.encoder.exporter.table_down.shape[1] == 64
     with pytest.raises(ValueError, match="--exporter-table-rank 8: .*--lm-checkpoint"):
         build(cascade, "--exporter-type", "vocab", "--exporter-table-rank", "8")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lm_gradient_checkpointing_recomputes_the_layers_and_changes_nothing(cascade, lms, arch):
+    """--lm-gradient-checkpointing: the stage-2 loss and the ASR's and exporter's gradients
+    through the frozen LM are those without it, while each LM layer runs twice per step (the
+    backward recomputes it); only the layers' own training flags are set (GPT-2's config has
+    dropout: any dropout on would change the loss); generation is unchanged."""
+    runs = {}
+    for checkpointing in (False, True):
+        _, task, model, criterion = _build(cascade, lms[arch], "--l2-weight", "0",
+                                           *(["--lm-gradient-checkpointing"] if checkpointing else []))
+        model.train()
+        lm = model.decoder.lm.module
+        layers = [m for m in lm.modules() if isinstance(m, transformers.modeling_layers.GradientCheckpointingLayer)]
+        training = {name for name, m in lm.named_modules() if m.training}
+        assert training == ({name for name, m in lm.named_modules() if m in layers} if checkpointing else set())
+        calls = []  # the layers' inner modules start in the forward, and again in a recompute
+        hooks = [child.register_forward_pre_hook(lambda *_: calls.append(1)) for m in layers for child in m.children()]
+        torch.manual_seed(1)
+        loss, _, log = criterion(model, first_batch(task, split="train", max_sentences=4))
+        loss.backward()
+        assert "ast_loss" in log
+        forward_calls = len(calls)
+        model.eval()
+        sample = first_batch(task)
+        with torch.no_grad():
+            recognition = model.encoder.recognize(**sample["net_input"])
+        calls.clear()
+        hypos = _generate(task, model, sample, 2, recognition)
+        for hook in hooks:
+            hook.remove()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs[checkpointing] = loss.detach(), grads, forward_calls, len(calls), hypos
+    loss, grads, calls, gen_calls, hypos = runs[False]
+    ck_loss, ck_grads, ck_calls, ck_gen_calls, ck_hypos = runs[True]
+    assert calls > 0 and ck_calls == 2 * calls, "the backward must recompute every LM layer once"
+    assert torch.equal(ck_loss, loss)
+    assert grads.keys() == ck_grads.keys()
+    assert any(n.startswith("encoder.asr.encoder.") for n in grads)
+    assert any(n.startswith("encoder.exporter.") for n in grads)
+    assert not any(".lm." in n for n in grads)
+    for name, grad in grads.items():
+        assert torch.allclose(ck_grads[name], grad, rtol=1e-5, atol=1e-7), name
+    assert ck_gen_calls == gen_calls  # no grad: no recompute, the cache still used
+    for h, ck in zip(hypos, ck_hypos):
+        assert torch.equal(ck[0]["tokens"], h[0]["tokens"])
+        assert torch.equal(ck[0]["positional_scores"], h[0]["positional_scores"])
+
+
+def test_lm_gradient_checkpointing_refuses_what_it_cannot_keep_in_eval_mode(cascade, lms, monkeypatch):
+    """An LM class without gradient checkpointing is named; so is a layer whose own code reads
+    self.training (OPT's and Falcon's layers apply dropout themselves: checkpointing them would
+    need them in training mode); and the MT back-end has no LM to checkpoint."""
+    from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+    from transformers.models.opt.modeling_opt import OPTDecoderLayer
+
+    from fairseq_exporter.models.causal_lm import LMError, _reads_training, checkpoint_lm_layers, load_causal_lm
+
+    assert _reads_training(LlamaDecoderLayer) is None and _reads_training(GPT2Block) is None
+    assert _reads_training(OPTDecoderLayer) == "OPTDecoderLayer reads self.training"
+    assert _reads_training(FalconDecoderLayer) == "FalconDecoderLayer reads self.training"
+
+    class DroppingBlock(GPT2Block):
+        def forward(self, hidden_states, *args, **kwargs):
+            out = GPT2Block.forward(self, hidden_states, *args, **kwargs)
+            return torch.nn.functional.dropout(out, 0.1, training=self.training)
+
+    lm = load_causal_lm(str(lms["gpt2"]))
+    for block in lm.transformer.h:
+        block.__class__ = DroppingBlock
+    with pytest.raises(LMError, match=r"--lm-gradient-checkpointing: the 'gpt2' LM's layer DroppingBlock reads"):
+        checkpoint_lm_layers(lm)
+    assert not any(block.gradient_checkpointing for block in lm.transformer.h)
+
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "supports_gradient_checkpointing", False)
+    with pytest.raises(LMError, match="--lm-gradient-checkpointing: .*'llama' LM .*does not support"):
+        _build(cascade, lms["llama"], "--lm-gradient-checkpointing")
+    with pytest.raises(ValueError, match="--lm-gradient-checkpointing .*--mt-checkpoint"):
+        build(cascade, "--lm-gradient-checkpointing")

@@ -14,9 +14,10 @@ checkpoint: the checkpoint keeps the LM's directory and a fingerprint of its wei
 
 import hashlib
 import inspect
+import re
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from fairseq.models import FairseqDecoder
@@ -74,6 +75,56 @@ def load_causal_lm(path: str, dtype: str = "float32", device: Optional[torch.dev
     return lm.eval().requires_grad_(False)
 
 
+CHECKPOINTING_OPTION = "--lm-gradient-checkpointing"
+
+
+def checkpoint_lm_layers(lm: nn.Module) -> List[nn.Module]:
+    """--lm-gradient-checkpointing: turn on transformers' activation checkpointing of the LM's
+    layers and return them. transformers checkpoints a layer only while the layer's own
+    ``training`` flag is set; the frozen LM stays in eval mode, so FrozenExternal sets just
+    those flags (not their children's: attention and dropout modules read their own). That is
+    safe only where the layer's own code reads ``self.training`` nowhere (Llama, GPT-2, Qwen,
+    Mistral, Gemma in transformers 5.24); a layer that applies dropout itself (OPT's, Falcon's)
+    would drop out, so such an LM is refused."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model_type = getattr(getattr(lm, "config", None), "model_type", type(lm).__name__)
+    if not getattr(lm, "supports_gradient_checkpointing", False):
+        raise LMError(f"{CHECKPOINTING_OPTION}: transformers cannot checkpoint a '{model_type}' LM "
+                      f"({type(lm).__name__} does not support gradient checkpointing); train without it")
+    layers = [m for m in lm.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise LMError(f"{CHECKPOINTING_OPTION}: the '{model_type}' LM ({type(lm).__name__}) has no "
+                      "GradientCheckpointingLayer layers (it checkpoints inside its model's forward, which "
+                      "would need the model in training mode); train without it")
+    for cls in dict.fromkeys(type(m) for m in layers):
+        reason = _reads_training(cls)
+        if reason:
+            raise LMError(f"{CHECKPOINTING_OPTION}: the '{model_type}' LM's layer {reason}: transformers checkpoints "
+                          "a layer only in training mode, where such a layer behaves otherwise (e.g. a dropout of "
+                          "its own), and the frozen LM stays in eval mode; train without it")
+    lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return [m for m in layers if m.gradient_checkpointing]
+
+
+def _reads_training(layer_class: type) -> Optional[str]:
+    """Why ``layer_class`` cannot be checkpointed in eval mode: a class of its own hierarchy
+    (below transformers' GradientCheckpointingLayer) whose code reads ``self.training``, or
+    whose source cannot be read to tell; None when none does."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for cls in layer_class.__mro__:
+        if not issubclass(cls, GradientCheckpointingLayer) or cls is GradientCheckpointingLayer:
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            return f"{cls.__name__} has no readable source (it may read self.training)"
+        if re.search(r"\bself\.training\b", source):
+            return f"{cls.__name__} reads self.training"
+    return None
+
+
 def weights_fingerprint(lm: nn.Module, with_dtype: bool = False) -> str:
     """Shapes and 4096 evenly spaced values (rounded to bfloat16) of every tensor: tells one LM
     from another (a fine-tuned copy, another size) without hashing gigabytes, and the same LM
@@ -103,17 +154,27 @@ def max_positions_of(config) -> Optional[int]:
 
 class FrozenExternal(nn.Module):
     """Holds a module whose weights live elsewhere (the LM directory): always in eval mode,
-    never trained, left out of ``state_dict`` so no checkpoint copies it."""
+    never trained, left out of ``state_dict`` so no checkpoint copies it.
 
-    def __init__(self, module: nn.Module):
+    ``checkpointed``: layers (checkpoint_lm_layers) whose own ``training`` flag is set after
+    every train()/eval(), so transformers recomputes them in the backward pass; every module
+    inside them, and all the rest, stays in eval mode. Without gradient (validation,
+    generation) transformers checkpoints nothing, whatever the flag."""
+
+    def __init__(self, module: nn.Module, checkpointed: Sequence[nn.Module] = ()):
         super().__init__()
         self.module = module.requires_grad_(False)
+        self._checkpointed = list(checkpointed)  # a plain list: not registered twice as submodules
+        self.train(False)
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
         return destination if destination is not None else OrderedDict()
 
     def train(self, mode: bool = True):
-        return super().train(False)
+        super().train(False)
+        for layer in self._checkpointed:
+            layer.training = True  # the layer's flag only: nn.Module.train would recurse
+        return self
 
     def _apply(self, fn, recurse=True):
         # moves follow the model (.cuda(), .to(device)); casts do not: fairseq's --fp16/--bf16
@@ -211,9 +272,10 @@ class PromptBatch(NamedTuple):
 class CausalLMDecoder(FairseqDecoder):
     """The LM reading ``prompt(1-best or exporter output) + translation so far``."""
 
-    def __init__(self, lm, lm_dict, source: LMSource, template: PromptTemplate, source_limit: int):
+    def __init__(self, lm, lm_dict, source: LMSource, template: PromptTemplate, source_limit: int,
+                 checkpointed: Sequence[nn.Module] = ()):
         super().__init__(lm_dict)
-        self.lm = FrozenExternal(lm)
+        self.lm = FrozenExternal(lm, checkpointed)
         self.source = source
         self.template = template
         self.padding_idx = lm_dict.pad()

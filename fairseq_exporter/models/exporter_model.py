@@ -22,6 +22,7 @@ from fairseq_exporter.models.causal_lm import (
     LMSource,
     PromptTemplate,
     asr_to_lm_ids,
+    checkpoint_lm_layers,
     external_names,
     external_prefixes,
     load_causal_lm,
@@ -60,6 +61,13 @@ class ExporterModelConfig(FairseqDataclass):
                                                   "is where the transcript goes"})
     lm_dtype: ChoiceEnum(list(LM_DTYPES)) = field(
         default="float32", metadata={"help": "--lm-checkpoint: the dtype the LM is loaded in"})
+    lm_gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "--lm-checkpoint: keep only each LM layer's input for the backward "
+                                         "pass and recompute the layer there (transformers' activation "
+                                         "checkpointing), instead of keeping all the LM's activations that "
+                                         "the translation loss back-propagates through (GBs per GPU for an "
+                                         "8B LM). Costs about one extra LM forward per training step; the "
+                                         "results are the same (the LM stays in eval mode)"})
     asr_dict: Optional[str] = field(
         default=None, metadata={"help": "ASR target dictionary file, if the ASR checkpoint's "
                                         "data dir (task.data + config_yaml) has moved"})
@@ -164,6 +172,7 @@ def _build_lm(cfg, task):
         raise ValueError(f"--lm-checkpoint {cfg.lm_checkpoint}: the task's target vocabulary is not the LM's "
                          "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
     lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype, load_device())
+    checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
     found = weights_fingerprint(lm)
     check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
     if cfg.lm_fingerprint is None:
@@ -178,7 +187,7 @@ def _build_lm(cfg, task):
     src_name, _ = task.dictionary_files()
     source = LMSource(lm.get_input_embeddings(), asr_to_lm_ids(task.transcript_dictionary, lm_dict, src_name))
     source_limit = task.onebest_max_len + 1  # the longest 1-best and its </s>
-    decoder = CausalLMDecoder(lm, lm_dict, source, template, source_limit)
+    decoder = CausalLMDecoder(lm, lm_dict, source, template, source_limit, checkpointed)
     return dict(mt_encoder=None, decoder=decoder, lm_source=source, source_limit=source_limit,
                 table=source.table().detach())
 
@@ -227,6 +236,9 @@ class ExporterModel(FairseqEncoderDecoderModel):
         if use_lm and cfg.mt_checkpoint:
             raise ValueError(f"--mt-checkpoint {cfg.mt_checkpoint} and --lm-checkpoint {cfg.lm_checkpoint}: "
                              "the text model is one or the other")
+        if cfg.lm_gradient_checkpointing and not use_lm:
+            raise ValueError("--lm-gradient-checkpointing recomputes the layers of the --lm-checkpoint LM; "
+                             "the MT back-end (--mt-checkpoint) has none: leave it out")
         asr_state = mt_state = None
         if cfg.pretrained_asr_cfg is None or (not use_lm and cfg.pretrained_mt_cfg is None):
             asr_part = pretrained.read_checkpoint(cfg.asr_checkpoint, "--asr-checkpoint",
@@ -290,7 +302,9 @@ class ExporterModel(FairseqEncoderDecoderModel):
                     f"exporter={cfg.exporter_type} "
                     f"({sum(p.numel() for p in exporter.parameters()):,} params) "
                     f"freeze_asr={cfg.freeze_asr} "
-                    + (f"LM {cfg.lm_checkpoint} (frozen, {cfg.lm_dtype})" if use_lm else f"freeze_mt={cfg.freeze_mt}"))
+                    + (f"LM {cfg.lm_checkpoint} (frozen, {cfg.lm_dtype}"
+                       f"{', layers recomputed in backward' if cfg.lm_gradient_checkpointing else ''})"
+                       if use_lm else f"freeze_mt={cfg.freeze_mt}"))
         return cls(cfg, encoder, text["decoder"])
 
     def train(self, mode: bool = True):
