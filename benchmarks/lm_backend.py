@@ -91,15 +91,15 @@ def measure(fn, repeats):
     return statistics.median(times), peak
 
 
-def cascade_setup(data, asr, lm, prompt, coupling="exporter"):
+def cascade_setup(data, asr, lm, prompt, *extra):
     """A stage-2 model, its criterion and a training batch, built in-process."""
     import torch
     from exporter_setup import build, first_batch
 
     torch.manual_seed(0)
     cascade = {"s2t": data, "asr": asr}
-    _, task, model, criterion = build(cascade, "--coupling", coupling, "--exporter-type", "vocab",
-                                      "--asr-weight", "0.3", "--onebest-max-len", "40",
+    _, task, model, criterion = build(cascade, "--coupling", "exporter", "--exporter-type", "vocab",
+                                      "--asr-weight", "0.3", "--onebest-max-len", "40", *extra,
                                       text_model=("--lm-checkpoint", str(lm), "--lm-prompt", prompt))
     model.to(_device()).train()
     sample = first_batch(task, split="train", max_sentences=16)
@@ -113,7 +113,9 @@ def _to(sample):
     return utils.move_to_cuda(sample) if torch.cuda.is_available() else sample
 
 
-def stage2_rows(name, task, model, criterion, sample, repeats):
+def stage2_rows(name, task, model, criterion, sample, repeats, checkpointed=None):
+    """``checkpointed``: the same model built with --lm-gradient-checkpointing (its back-end
+    part is measured too)."""
     import torch
 
     def step():
@@ -130,7 +132,7 @@ def stage2_rows(name, task, model, criterion, sample, repeats):
     target, pad = sample["target"], decoder.padding_idx
     prev = sample["net_input"]["prev_output_tokens"]
 
-    def backend_step():  # exporter + prompt + LM, forward and backward, on the recognition given
+    def backend_step(model=model):  # exporter + prompt + LM, forward and backward, on the recognition given
         model.zero_grad(set_to_none=True)
         logits, _ = model(**sample["net_input"], recognition=recognition)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),
@@ -138,6 +140,8 @@ def stage2_rows(name, task, model, criterion, sample, repeats):
         loss.backward()
 
     backend_s, backend_mb = measure(backend_step, repeats)
+    if checkpointed is not None:
+        ckpt_s, ckpt_mb = measure(lambda: backend_step(checkpointed), repeats)
     # the LM's own forward + backward (to its input embeddings, as the cascade's) on the same
     # text prompts and translations
     batch = decoder.prompts(tokens)
@@ -161,11 +165,16 @@ def stage2_rows(name, task, model, criterion, sample, repeats):
         exported = encoder_out["exported"]
         fed = model.encoder.fed(tokens)
     recovery_s, _ = measure(lambda: model.encoder.nearest_tokens(exported[fed]), repeats)
-    return [
+    rows = [
         [name, "stage-2 step (ASR + 1-best + exporter + LM, fwd + bwd)", f"{step_s * 1000:.1f}", _mb(step_mb),
          f"{step_s / lm_s:.2f}x", _mb_ratio(step_mb, lm_mb)],
         [name, "  its back-end: exporter + prompt + LM, fwd + bwd", f"{backend_s * 1000:.1f}", _mb(backend_mb),
          f"{backend_s / lm_s:.2f}x", _mb_ratio(backend_mb, lm_mb)],
+    ]
+    if checkpointed is not None:
+        rows.append([name, "  the same, --lm-gradient-checkpointing", f"{ckpt_s * 1000:.1f}", _mb(ckpt_mb),
+                     f"{ckpt_s / lm_s:.2f}x", _mb_ratio(ckpt_mb, lm_mb)])
+    return rows + [
         [name, "the LM's own fwd + bwd, same prompts and translations", f"{lm_s * 1000:.1f}", _mb(lm_mb),
          "1.00x", "1.00x"],
         [name, f"recovery metric (nearest of {model.encoder.lm_source.table().size(0):,} LM rows)",
@@ -241,12 +250,14 @@ def run(setups, repeats: int, beams, max_new: int = 16) -> str:
     rows = []
     for name, data, asr, lm in setups:
         task, model, criterion, sample = cascade_setup(data, asr, lm, DEFAULT_PROMPT)
+        _, checkpointed, _, _ = cascade_setup(data, asr, lm, DEFAULT_PROMPT, "--lm-gradient-checkpointing")
+        checkpointed.load_state_dict(model.state_dict())
         n_lm = sum(p.numel() for p in model.decoder.lm.module.parameters())
         n_exporter = sum(p.numel() for p in model.encoder.exporter.parameters())
         name = f"{name} ({n_lm / 1e6:.1f}M; exporter {n_exporter / 1e6:.2f}M)"
-        rows += stage2_rows(name, task, model, criterion, sample, repeats)
+        rows += stage2_rows(name, task, model, criterion, sample, repeats, checkpointed)
         rows += generate_rows(name, task, model, sample, beams, repeats, max_new)
-        del task, model, criterion, sample
+        del task, model, criterion, sample, checkpointed
     runs = f"median of {repeats}" if repeats else "one run each, no warm-up"
     out = f"device: {_device()}; threads: {torch.get_num_threads()}; {runs}; up to {max_new} new tokens\n"
     return out + table(rows, ["LM (parameters)", "what", "ms", "peak MB", "time vs LM's own", "memory vs LM's own"])
