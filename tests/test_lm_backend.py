@@ -418,3 +418,22 @@ def test_lm_gradient_checkpointing_refuses_what_it_cannot_keep_in_eval_mode(casc
         _build(cascade, lms["llama"], "--lm-gradient-checkpointing")
     with pytest.raises(ValueError, match="--lm-gradient-checkpointing .*--mt-checkpoint"):
         build(cascade, "--lm-gradient-checkpointing")
+
+
+def test_the_lm_fingerprint_is_its_files_whatever_the_lm_dtype(cascade, lms):
+    """The fingerprint a checkpoint keeps is of the LM's safetensors files as stored, so an
+    exporter trained on a float32 load generates on a float16 one (a float16 load rounds the
+    values otherwise than a bfloat16 one); the loaded-weights form checkpoints from before
+    hold is still taken; another LM is refused."""
+    from fairseq_exporter.models.causal_lm import LMError, files_fingerprint, load_causal_lm, weights_fingerprint
+
+    cfg, _, _, _ = _build(cascade, lms["llama"])
+    found = cfg.model.lm_fingerprint
+    assert found == files_fingerprint(str(lms["llama"])) and found.startswith("files:")
+    assert found != files_fingerprint(str(lms["gpt2"]))
+    loaded = load_causal_lm(str(lms["llama"]))
+    assert weights_fingerprint(load_causal_lm(str(lms["llama"]), "float16")) != weights_fingerprint(loaded)
+    _build(cascade, lms["llama"], "--lm-dtype", "float16", "--lm-fingerprint", found)
+    _build(cascade, lms["llama"], "--lm-dtype", "bfloat16", "--lm-fingerprint", weights_fingerprint(loaded))
+    with pytest.raises(LMError, match="are not those of the LM this exporter was trained with"):
+        _build(cascade, lms["gpt2"], "--lm-fingerprint", found)

@@ -210,7 +210,7 @@ def test_ranks_with_other_lm_weights_stop_at_start_up(cascade, asr_without_dropo
         assert code != 0 and "LMError" in log, f"rank {rank} did not stop ({code}):\n{log[-4000:]}"
         message = log[log.rindex("LMError"):]
         named = re.search(r"the ranks hold different LM weights "
-                          r"\(rank 0: (\w+) \((.+?)\); rank 1: (\w+) \((.+?)\)\)", message)
+                          r"\(rank 0: ([\w:]+) \((.+?)\); rank 1: ([\w:]+) \((.+?)\)\)", message)
         assert named, message
         assert named[1] != named[3] and [named[2], named[4]] == [str(d) for d in lm_dirs]
     assert not (tmp_path / "save" / "checkpoint_last.pt").exists()

@@ -17,6 +17,7 @@ import inspect
 import re
 from collections import OrderedDict
 from functools import lru_cache
+from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
@@ -125,11 +126,47 @@ def _reads_training(layer_class: type) -> Optional[str]:
     return None
 
 
+SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+                     "I16": 2, "U16": 2}
+
+
+def files_fingerprint(path: str, samples: int = 256) -> Optional[str]:
+    """The LM directory's safetensors weights as stored: each file's tensor names, dtypes and
+    shapes, and the bytes of ``samples`` evenly spaced elements of each tensor. Nothing is
+    converted, so it does not depend on --lm-dtype (a float16 load rounds a float32 or
+    bfloat16 file's values otherwise than a bfloat16 one does), and nothing is read whole (an
+    8B LM's fingerprint reads a few MB). None where the weights are not safetensors."""
+    import json
+
+    import numpy as np
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha1()
+    for file in files:
+        data = np.memmap(file, dtype=np.uint8, mode="r")
+        length = int.from_bytes(data[:8].tobytes(), "little")
+        header = json.loads(data[8:8 + length].tobytes())
+        header.pop("__metadata__", None)
+        for name in sorted(header):
+            info = header[name]
+            begin, end = info["data_offsets"]
+            size = SAFETENSORS_BYTES.get(info["dtype"], 1)
+            count = (end - begin) // size
+            digest.update(f"{name}:{info['dtype']}:{info['shape']}".encode())
+            if count:
+                first = np.linspace(0, count - 1, min(count, samples)).astype(np.int64) * size + 8 + length + begin
+                digest.update(data[(first[:, None] + np.arange(size)).reshape(-1)].tobytes())
+    return "files:" + digest.hexdigest()[:16]
+
+
 def weights_fingerprint(lm: nn.Module, with_dtype: bool = False) -> str:
-    """Shapes and 4096 evenly spaced values (rounded to bfloat16) of every tensor: tells one LM
-    from another (a fine-tuned copy, another size) without hashing gigabytes, and the same LM
-    loaded with another --lm-dtype from itself. ``with_dtype``: the form that also hashed each
-    tensor's dtype and float32 values (checkpoints written before the dtype was left out)."""
+    """Shapes and 4096 evenly spaced values (rounded to bfloat16) of every tensor of a loaded
+    LM: tells one LM from another (a fine-tuned copy, another size) without hashing gigabytes,
+    and a float32 load from a bfloat16 one (not from a float16 one: files_fingerprint, where
+    the weights are safetensors). ``with_dtype``: the form that also hashed each tensor's
+    dtype and float32 values (checkpoints written before the dtype was left out)."""
     digest = hashlib.sha1()
     for name, tensor in sorted(lm.state_dict().items()):
         flat = tensor.detach().reshape(-1)

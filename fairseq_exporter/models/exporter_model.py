@@ -25,6 +25,7 @@ from fairseq_exporter.models.causal_lm import (
     checkpoint_lm_layers,
     external_names,
     external_prefixes,
+    files_fingerprint,
     load_causal_lm,
     load_device,
     weights_fingerprint,
@@ -173,12 +174,13 @@ def _build_lm(cfg, task):
                          "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
     lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype, load_device())
     checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
-    found = weights_fingerprint(lm)
+    found = files_fingerprint(cfg.lm_checkpoint) or weights_fingerprint(lm)
     check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
     if cfg.lm_fingerprint is None:
         with open_dict(cfg):
             cfg.lm_fingerprint = found
-    elif found != cfg.lm_fingerprint and weights_fingerprint(lm, with_dtype=True) != cfg.lm_fingerprint:
+    elif cfg.lm_fingerprint != found and cfg.lm_fingerprint not in (  # the forms checkpoints hold from before
+            weights_fingerprint(lm), weights_fingerprint(lm, with_dtype=True)):
         raise LMError(f"--lm-checkpoint {cfg.lm_checkpoint}: its weights (fingerprint {found}) are not those of the "
                       f"LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
                       "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
