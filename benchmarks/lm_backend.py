@@ -294,6 +294,9 @@ def main(argv=None):
                         help="a Llama 3-vocabulary cascade already built (tests/piece_cascade.py: s2t/, asr/, lm/)")
     parser.add_argument("--wide", default="512x4", help="WIDTHxLAYERS of the second Llama 3-vocabulary LM")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the table here (benchmarks/results/lm_backend.md: benchmarks/README.md "
+                             "shows that file, python -m fairseq_exporter.toy.published benchmarks/README.md)")
     args = parser.parse_args(argv)
     import torch
 
@@ -321,7 +324,12 @@ def main(argv=None):
     if args.toy_work is not None:
         toy = args.toy_work
         setups.append(("toy stage-9 LM", toy / "data" / "st", toy / "asr" / "checkpoint_best.pt", toy / "lm", False))
-    print(run(setups, repeats, (1, 4), max_new=4 if args.quick else 16))
+    out = run(setups, repeats, (1, 4), max_new=4 if args.quick else 16)
+    print(out)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["python benchmarks/lm_backend.py", *(argv if argv is not None else sys.argv[1:])])
+        args.out.write_text(f"`{command}`\n\n{out}\n")
 
 
 if __name__ == "__main__":

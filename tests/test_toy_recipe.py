@@ -98,7 +98,8 @@ def test_quick_study_summary_over_two_seeds(quick_study):
 def test_a_rerun_skips_what_is_done_and_rebuilds_the_same_table(quick_study):
     work, results, _ = quick_study
     table = (results / "seed1/results.md").read_text()
-    log = run_recipe("--stage", 3, "--stop-stage", 9, "--work", work / "seed1", "--results", results / "seed1")
+    # stages 3-7 (the report reads every system's score, stages 8-10's included)
+    log = run_recipe("--stage", 3, "--stop-stage", 7, "--work", work / "seed1", "--results", results / "seed1")
     assert "trained, skipped" in log
     assert (results / "seed1/results.md").read_text().split("## Commands")[0] == table.split("## Commands")[0]
 

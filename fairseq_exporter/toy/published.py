@@ -2,7 +2,8 @@
 against them: every study table in README.md and recipes/toy/README.md sits between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and is rendered here from
 ``recipes/toy/results/results.json`` (the three-seed summary the report writes) and
-``recipes/toy/results/tune.json`` (the dev protocol's selection).
+``recipes/toy/results/tune.json`` (the dev protocol's selection); a benchmark's block in
+benchmarks/README.md is what the script wrote with ``--out`` under benchmarks/results/.
 
     python -m fairseq_exporter.toy.published README.md recipes/toy/README.md           # write
     python -m fairseq_exporter.toy.published README.md recipes/toy/README.md --check   # compare
@@ -19,6 +20,8 @@ from fairseq_exporter.results_table import fmt, markdown_table, paired_cell
 from fairseq_exporter.toy import report
 
 RESULTS = Path(__file__).resolve().parents[2] / "recipes" / "toy" / "results"
+# what benchmark scripts write with --out (benchmarks/README.md shows it as written)
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 STUDY = ("stage1", "stage2", "stage2_vs_control", "control", "stage3", "reference")
 ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs_text_only")
 LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
@@ -133,7 +136,15 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "split": lambda summary, tune: _split(summary),
     "findings": lambda summary, tune: findings_lines(summary),
     "settings": lambda summary, tune: settings_table(tune),
+    "lm-backend": lambda summary, tune: benchmark_output("lm_backend"),
 }
+
+
+def benchmark_output(name: str) -> str:
+    path = BENCHMARK_RESULTS / f"{name}.md"
+    if not path.exists():
+        raise PublishedError(f"{path}: not found (python benchmarks/{name}.py --out {path})")
+    return path.read_text().rstrip("\n")
 
 
 def load(results: Path):

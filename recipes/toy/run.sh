@@ -147,8 +147,9 @@ else
   asr_warmup=10; max_tokens_asr=20000; asr_lr=2e-3; asr_end_lr=1e-5
   stage1_updates=4; valid_every=2
   asr_updates=20; exporter_type=vocab; stage2_lr=2e-4; stage2_updates=4; control_lr=2e-4; control_updates=4
-  grid_asr_updates=(10 20); grid_exporters=(vocab mlp); grid_lrs=(2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(2 4)
-  grid_text_lrs=(5e-4 1e-3); grid_text_budgets=(2 4); text_valid_every=2; text_only_lr=5e-4; text_only_updates=4
+  # the grid at its smallest that still chooses: an ASR budget, an exporter type, a budget each
+  grid_asr_updates=(10 20); grid_exporters=(vocab mlp); grid_lrs=(2e-4); grid_base_lr=2e-4; grid_budgets=(2 4)
+  grid_text_lrs=(5e-4); grid_text_budgets=(2 4); text_valid_every=2; text_only_lr=5e-4; text_only_updates=4
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
   lm_updates=10; lm_arch=(--layers 1 --dim 32)
