@@ -10,6 +10,7 @@ exporter, on tiny random Llama- and GPT-2-architecture LMs built here (nothing d
 3. fairseq-train (stages 1 and 2) and fairseq-generate run on such a checkpoint, which
    holds no LM weights and refuses another LM."""
 
+import itertools
 from argparse import Namespace
 
 import pytest
@@ -437,3 +438,33 @@ def test_the_lm_fingerprint_is_its_files_whatever_the_lm_dtype(cascade, lms):
     _build(cascade, lms["llama"], "--lm-dtype", "bfloat16", "--lm-fingerprint", weights_fingerprint(loaded))
     with pytest.raises(LMError, match="are not those of the LM this exporter was trained with"):
         _build(cascade, lms["gpt2"], "--lm-fingerprint", found)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_a_prompt_is_read_once_per_utterance_not_per_beam(cascade, lms, beam):
+    """The LM's forward passes of a generate: beam search reads all but the last prompt
+    position once, at the batch's size, then one position per step for batch x beam rows;
+    greedy reads the prompt once and makes no pass after the search (its scores are read as
+    it goes)."""
+    task, model, _, sample, recognition = _setup(cascade, lms["llama"])
+    lm = model.decoder.lm.module
+    seen = []
+
+    def record(module, args, kwargs):
+        x = kwargs.get("inputs_embeds") if kwargs.get("inputs_embeds") is not None else kwargs.get("input_ids")
+        seen.append(tuple(x.shape[:2]))
+
+    handle = lm.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        _generate(task, model, sample, beam, recognition)
+    finally:
+        handle.remove()
+    batch, width = len(sample["id"]), model.decoder.prompts(recognition.onebest.tokens).ids.size(1)
+    rows = batch * beam
+    steps = list(itertools.takewhile(lambda shape: shape == (rows, 1), seen[1:]))
+    after = seen[1 + len(steps):]  # beam search: the scoring pass over prompt + answer, in chunks
+    assert seen[0] == (batch, width - 1 if beam > 1 else width) and steps, seen[:3]
+    if beam > 1:
+        assert sum(n for n, _ in after) == batch and all(length > width for _, length in after), after
+    else:
+        assert not after, after
