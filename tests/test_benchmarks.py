@@ -85,3 +85,22 @@ def test_scaling_benchmark_prints_its_tables(cascade, tmp_path):
     assert "epoch 2 / epoch 1" in out and "generate s per 1k" in out
     same = out.split("same 1-best and segments in ")[1].split()[0].split("/")
     assert same[0] == same[1], out
+
+
+def test_lm_memory_counts_llama_3_8b_and_reads_a_config(tmp_path, monkeypatch, capsys):
+    """benchmarks/lm_memory.py: Llama 3.1 8B's parameter count is Meta's (8,030,261,248); a
+    config.json works out the same table as the preset it equals; checkpointing lowers the total."""
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    lm_memory = importlib.import_module("lm_memory")
+    preset = lm_memory.PRESETS["llama-3.1-8b"]
+    assert lm_memory.llm_parameters(preset) == 8_030_261_248
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**preset, "model_type": "llama"}))
+    lm_memory.main(["--preset", "llama-3.1-8b"])
+    from_preset = capsys.readouterr().out
+    lm_memory.main(["--lm-config", str(config)])
+    assert capsys.readouterr().out == from_preset
+    with_ckpt, without = from_preset.rsplit("**", 2)[-2].split(" / ")
+    assert float(with_ckpt) < float(without)

@@ -11,6 +11,7 @@ from fairseq_exporter.toy import published
 
 REPO = Path(__file__).resolve().parents[1]
 READMES = {REPO / "README.md": {"study", "ablations"}, REPO / "benchmarks/README.md": {"lm-backend"},
+           REPO / "recipes/mustc/README.md": {"lm-memory"},
            REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time",
                                              "lm-seeds", "lm"}}
 RESULTS = REPO / "recipes/toy/results"

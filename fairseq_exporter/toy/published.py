@@ -3,7 +3,8 @@ against them: every study table in README.md and recipes/toy/README.md sits betw
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and is rendered here from
 ``recipes/toy/results/results.json`` (the three-seed summary the report writes) and
 ``recipes/toy/results/tune.json`` (the dev protocol's selection); a benchmark's block in
-benchmarks/README.md is what the script wrote with ``--out`` under benchmarks/results/.
+benchmarks/README.md or recipes/mustc/README.md is what the script wrote with ``--out``
+under benchmarks/results/.
 
     python -m fairseq_exporter.toy.published README.md recipes/toy/README.md           # write
     python -m fairseq_exporter.toy.published README.md recipes/toy/README.md --check   # compare
@@ -137,6 +138,7 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "findings": lambda summary, tune: findings_lines(summary),
     "settings": lambda summary, tune: settings_table(tune),
     "lm-backend": lambda summary, tune: benchmark_output("lm_backend"),
+    "lm-memory": lambda summary, tune: benchmark_output("lm_memory"),
 }
 
 
