@@ -149,7 +149,7 @@ def stage2_rows(name, task, model, criterion, sample, repeats, checkpointed=None
     batch = decoder.prompts(tokens)
     ids = torch.cat([batch.ids, prev[:, 1:].clamp(max=decoder.n_rows - 1)], 1)
     mask = torch.cat([batch.mask, prev[:, 1:].ne(pad).long()], 1)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    positions = decoder.positions(mask)
     lookup = lm.get_input_embeddings()
 
     def lm_step():

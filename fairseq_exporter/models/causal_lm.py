@@ -383,6 +383,23 @@ class CausalLMDecoder(FairseqDecoder):
         ids = tokens.masked_fill(tokens.ge(self.n_rows), 0)  # the extra pad: masked out anyway
         return self.lm.module.get_input_embeddings()(ids)
 
+    @staticmethod
+    def positions(mask: Tensor) -> Tensor:
+        """Position ids counting real tokens only (left padding at 0)."""
+        return (mask.cumsum(1) - 1).clamp(min=0)
+
+    def prefill(self, mask: Tensor, beams: int, input_ids=None, inputs_embeds=None):
+        """The LM's cache of every prompt position but the last, computed once at the batch's
+        size and copied to ``beams`` rows per prompt (generate() continues from it), and the
+        keyword generate() takes it by."""
+        first = {"input_ids": input_ids[:, :-1]} if inputs_embeds is None else {"inputs_embeds": inputs_embeds[:, :-1]}
+        kwargs = {"logits_to_keep": 1} if self._keep_kw else {}
+        out = self.lm.module(**first, attention_mask=mask[:, :-1], position_ids=self.positions(mask)[:, :-1],
+                             use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        cache.batch_repeat_interleave(beams)
+        return {self._cache_kw: cache}
+
     def _run(self, embeds, mask, positions, keep=0):
         kwargs = {self._cache_kw: None, "use_cache": False}
         if self._keep_kw:
@@ -402,8 +419,7 @@ class CausalLMDecoder(FairseqDecoder):
         target = prev_output_tokens[:, 1:]  # fairseq's first input is a start marker (</s>): the prompt's end
         embeds = torch.cat([embeds, self._embed_targets(target)], 1)
         mask = torch.cat([mask, target.ne(self.padding_idx).long()], 1)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = self._run(embeds, mask, positions, keep=prev_output_tokens.size(1))
+        logits = self._run(embeds, mask, self.positions(mask), keep=prev_output_tokens.size(1))
         return self._fairseq_logits(logits), {"attn": [None]}
 
     def max_positions(self):

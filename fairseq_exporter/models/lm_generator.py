@@ -141,20 +141,6 @@ class LMGenerator:
             processors.append(NoRepeatNGramLogitsProcessor(self.search["no_repeat_ngram_size"]))
         return recorder, LogitsProcessorList(processors)
 
-    def prefilled_cache(self, lm, inputs, beams: int):
-        """The cache of every prompt position but the last, computed at the batch's size and
-        copied to ``beams`` rows per prompt (generate() computes the last one per beam)."""
-        mask = inputs["attention_mask"]
-        first = {"inputs_embeds": inputs["inputs_embeds"][:, :-1]} if "inputs_embeds" in inputs else \
-            {"input_ids": inputs["input_ids"][:, :-1]}
-        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, :-1]
-        decoder = self.model.decoder
-        kwargs = {"logits_to_keep": 1} if decoder._keep_kw else {}
-        out = lm(**first, attention_mask=mask[:, :-1], position_ids=positions, use_cache=True, **kwargs)
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        cache.batch_repeat_interleave(beams)
-        return {decoder._cache_kw: cache}
-
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, bos_token=None, **unused):
         if prefix_tokens is not None:
@@ -177,7 +163,8 @@ class LMGenerator:
         if self.scores_while_searching:
             recorder, extra["logits_processor"] = self.logits_processors(prompt_len, frames, batch.ids.device)
         elif self.search["num_beams"] > 1 and prompt_len > 1:
-            extra = self.prefilled_cache(lm, inputs, self.search["num_beams"])
+            extra = decoder.prefill(inputs["attention_mask"], self.search["num_beams"], batch.ids,
+                                    inputs.get("inputs_embeds"))
         out = lm.generate(**inputs, **extra, generation_config=self.generation_config(frames))
         answers = out[:, prompt_len:].tolist()
         n = self.search["num_return_sequences"]
