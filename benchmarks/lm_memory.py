@@ -107,6 +107,11 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
     config = PRESETS[args.preset] if args.preset else json.loads(args.lm_config.read_text())
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+                           "num_attention_heads") if k not in config]
+    if missing:
+        parser.error(f"--lm-config {args.lm_config}: lacks {', '.join(missing)} (a Llama-architecture "
+                     "config.json is what this works out)")
     rows, batch = work_out(config, args)
     text = (f"{batch['utterances']:.0f} utterances per GPU step: {batch['positions']:,.0f} LLM positions, "
             f"{batch['pieces']:,.0f} 1-best pieces, {batch['answers']:,.0f} answer tokens\n\n"
