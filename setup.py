@@ -32,7 +32,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "toy": ["espeakng-loader", "matplotlib"],
+        # the toy corpus's bits (speech, features, pieces) depend on these versions: the published
+        # toy results are theirs (recipes/toy/README.md, "Same seed, same numbers")
+        "toy": ["espeakng-loader==0.2.4", "sentencepiece==0.2.3", "kaldi-native-fbank==1.23.0", "matplotlib"],
         # the causal-LM back-end (--lm-checkpoint); tested with the torch the Makefile installs;
         # accelerate: transformers loads an LM straight onto a GPU (device_map) only with it
         "llm": ["transformers==5.24.0", "accelerate==1.16.0"],

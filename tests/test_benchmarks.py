@@ -104,3 +104,13 @@ def test_lm_memory_counts_llama_3_8b_and_reads_a_config(tmp_path, monkeypatch, c
     assert capsys.readouterr().out == from_preset
     with_ckpt, without = from_preset.rsplit("**", 2)[-2].split(" / ")
     assert float(with_ckpt) < float(without)
+
+
+def test_cpu_pins_runs_each_setting_and_shows_its_hash_and_cost():
+    """benchmarks/cpu_pins.py: the workload under the defaults, each pin and all of them, each in
+    its own process; the defaults are the time reference."""
+    out = _script("cpu_pins.py", "--threads", "1", "--updates", "2", "--rounds", "1", "--width", "16")
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert len(rows) in (2, 6), out  # a CPU without AVX2 is not pinned: the defaults and the generic path
+    assert rows[0].startswith("| 1 | library defaults |") and rows[0].endswith("| 1.00x |")
+    assert all(len(row.split("`")[1]) == 16 for row in rows)

@@ -49,3 +49,12 @@ def test_the_llm_extra_is_pinned_and_shown_and_installed_where_transformers_runs
     # transformers 5 needs torch >= 2: the 3.10 path (torch 1.12) goes without the extra
     assert re.search(r"ifeq \(\$\(PY_VERSION\),3\.10\)(?:(?!else).)*EXTRAS \?= toy,test\n", makefile, re.DOTALL)
     assert re.search(r"else(?:(?!endif).)*EXTRAS \?= toy,test,llm\n", makefile, re.DOTALL)
+
+
+def test_the_toy_corpus_libraries_are_pinned_and_shown():
+    # the toy corpus's bits (speech, features, pieces) depend on their versions
+    setup = (REPO / "setup.py").read_text()
+    pins = re.findall(r'"([\w-]+==[\d.]+)"', re.search(r'"toy": \[([^]]*)\]', setup).group(1))
+    assert {pin.split("==")[0] for pin in pins} == {"espeakng-loader", "sentencepiece", "kaldi-native-fbank"}
+    for pin in pins:
+        assert f"`{pin}`" in (REPO / "recipes/toy/README.md").read_text(), pin

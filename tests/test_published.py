@@ -10,10 +10,10 @@ import pytest
 from fairseq_exporter.toy import published
 
 REPO = Path(__file__).resolve().parents[1]
-READMES = {REPO / "README.md": {"study", "ablations"}, REPO / "benchmarks/README.md": {"lm-backend"},
+READMES = {REPO / "README.md": {"study", "ablations"}, REPO / "benchmarks/README.md": {"lm-backend", "cpu-pins"},
            REPO / "recipes/mustc/README.md": {"lm-memory"},
            REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time",
-                                             "lm-seeds", "lm"}}
+                                             "lm-seeds", "lm", "machine"}}
 RESULTS = REPO / "recipes/toy/results"
 
 

@@ -14,6 +14,7 @@ import torch
 from tiny_cascade import weights
 
 import fairseq_exporter  # noqa: F401  (the checkpoint allowlist)
+from fairseq_exporter.toy import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick"]
@@ -79,6 +80,13 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert len(figures["rows"]["stage3"]["ci"]) == 2 and set(figures["split"]["stage2"]) == {"with", "without"}
     # every generate output's hash: a rerun of the seed is checked against them
     assert set(figures["generate_sha256"]) == set(STEPS)
+    # each stage's product, in pipeline order, and the machine facts each invocation ran under
+    assert list(figures["product_sha256"])[:7] == ["corpus:text", "corpus:features", "corpus:vocabularies",
+                                                   "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
+    assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
+                                              "stage2-lm", "exporter-only", "mt-text-only"}
+    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:2] == ["0-7", "8-10"]
+    assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
     assert set(figures["findings"]) == set("abcd")
 
@@ -112,7 +120,7 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
     # corpus (espeak's noise), MT, ASR, the exporter stages and the decodes: a second run of
     # seed 1 must give identical weights and generate outputs (fairseq's checkpoints also hold
     # timings, so the weights are compared, not the files)
-    work, _, _ = quick_study
+    work, results, _ = quick_study
     again = tmp_path / "again"
     run_recipe("--seed", 1, "--stop-stage", 5, "--work", again, "--results", tmp_path / "results")
     assert (again / "data/st/fbank80.zip").read_bytes() == (work / "seed1/data/st/fbank80.zip").read_bytes()
@@ -123,6 +131,10 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
     for step in ("onebest", "stage1", "stage2", "control"):
         assert (again / "gen" / step / "generate-test.txt").read_text() == \
             (work / "seed1" / "gen" / step / "generate-test.txt").read_text(), step
+    # the hashes results.json keeps, stage by stage: the rerun's products have the first run's
+    first = json.loads((results / "seed1/results.json").read_text())["product_sha256"]
+    rerun = provenance.product_hashes(again)
+    assert len(rerun) == 12 and all(rerun[name] == first[name] for name in rerun), rerun
 
 
 def test_tune_reads_no_test_split_and_writes_the_settings_the_study_reads(quick_study, tmp_path):

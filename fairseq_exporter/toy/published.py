@@ -115,19 +115,45 @@ DEMO_STAGES = ("corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3",
 
 
 def time_table(summary: dict) -> str:
-    """Seed 1's time per stage: make demo's stages and the ablations."""
-    seconds = summary["seeds"]["1"]["seconds"]
-    demo = {stage: seconds[stage] for stage in DEMO_STAGES if stage in seconds}
+    """Time per stage, the median over the seeds' runs (one run slowed by another job on the
+    machine moves no median of three): make demo's stages, the LM rows and the ablations."""
+    import statistics
+
+    per_seed = [results["seconds"] for results in summary["seeds"].values()]
+
+    def median(stage):
+        values = [seconds[stage] for seconds in per_seed if stage in seconds]
+        return statistics.median(values) if values else None
+
+    demo = {stage: median(stage) for stage in DEMO_STAGES if median(stage) is not None}
     rows = [(stage, report.duration(value)) for stage, value in demo.items()]
     rows.append(("`make demo` (stages 0-7)", report.duration(sum(demo.values()))))
-    if "ablations" in seconds:
-        rows.append(("stage 10, ablations", report.duration(seconds["ablations"])))
-    if "lm" in seconds:
-        rows.append(("stage 9, the LM rows", report.duration(seconds["lm"])))
-    return markdown_table(("seed 1", "time"), rows)
+    for stage, label in (("lm", "stage 9, the LM rows"), ("ablations", "stage 10, ablations")):
+        if median(stage) is not None:
+            rows.append((label, report.duration(median(stage))))
+    return markdown_table((f"median over {len(per_seed)} seeds", "time"), rows)
+
+
+def machine_table(summary: dict) -> str:
+    """The machine facts each seed's stages ran under; every seed must hold its stage-by-stage
+    hashes and machine facts (a published run without them could not be checked)."""
+    rows = []
+    for seed, results in sorted(summary["seeds"].items(), key=lambda kv: int(kv[0])):
+        for key in ("product_sha256", "generate_sha256", "machine"):
+            if not results.get(key):
+                raise PublishedError(f"seed {seed}'s results.json has no {key}: publish a run of the "
+                                     "current recipe (it records them)")
+        for machine in results["machine"]:
+            f = machine["facts"]
+            rows.append((seed, ", ".join(machine["stages"]), f"{f['cpu']} ({f['isa']})", f["threads"], f["pins"],
+                         f"{f['torch']} / {f['mkl']} / {f['onednn']}",
+                         f"{f['sentencepiece']} / {f['kaldi_native_fbank']} / {f['espeakng_loader']}"))
+    return markdown_table(("seed", "stages", "CPU (ISA)", "threads", "code-path pins", "torch / MKL / oneDNN",
+                           "sentencepiece / kaldi-native-fbank / espeakng-loader"), rows)
 
 
 BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
+    "machine": lambda summary, tune: machine_table(summary),
     "time": lambda summary, tune: time_table(summary),
     "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
@@ -139,6 +165,7 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "settings": lambda summary, tune: settings_table(tune),
     "lm-backend": lambda summary, tune: benchmark_output("lm_backend"),
     "lm-memory": lambda summary, tune: benchmark_output("lm_memory"),
+    "cpu-pins": lambda summary, tune: benchmark_output("cpu_pins"),
 }
 
 

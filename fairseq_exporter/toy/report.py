@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 
 from fairseq_exporter.generate_output import read_generate_output
 from fairseq_exporter.results_table import fmt, markdown_table, paired_cell
+from fairseq_exporter.toy.provenance import product_hashes, read_machines
 
 
 class Row(NamedTuple):
@@ -284,8 +285,8 @@ def build_results(work: Path):
             "reference_senses": {"task": ref_task, "general": ref_general},
             "rows": rows, **versus_figures, "split": split_figures([work]),
             "findings": findings(rows, vs_control),
-            "generate_sha256": generate_hashes(work),
-            "seconds": read_seconds(work / "stage-seconds.tsv")}
+            "product_sha256": product_hashes(work), "generate_sha256": generate_hashes(work),
+            "machine": read_machines(work), "seconds": read_seconds(work / "stage-seconds.tsv")}
 
 
 def generate_hashes(work: Path):
@@ -434,7 +435,21 @@ def results_markdown(results: dict, commands: Optional[Path]):
     # Last, with the commands: a rerun changes the times, not the results above.
     if results["seconds"]:
         text += [f"Time per stage: {time_line(results['seconds'])}.", ""]
+    text += machine_lines(results.get("machine") or [])
     return "\n".join(text)
+
+
+def machine_lines(machines):
+    """What the bits depend on, per machine the work dir's stages ran on."""
+    if not machines:
+        return []
+    text = ["## Machine", "", "The same seed gives the same bits only with the same facts below "
+            "(`python -m fairseq_exporter.toy.provenance compare` names where two runs part).", ""]
+    for machine in machines:
+        facts = machine["facts"]
+        text.append(f"- stages {', '.join(machine['stages'])}: " +
+                    "; ".join(f"{key} {value}" for key, value in facts.items()))
+    return text + [""]
 
 
 def pyplot():

@@ -116,6 +116,13 @@ mkdir -p "$work/logs" "$work/gen" "$results"
 commands=$work/commands.sh
 logs=$work/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# The bits depend on the CPU's code path: pinned where the libraries allow (AVX2 on any CPU that
+# has it: an AVX-512 machine then computes what an AVX2 one does), and every invocation's machine
+# facts go to WORK/machine.jsonl for the report (fairseq_exporter/toy/provenance.py)
+pins=$("$python" -m fairseq_exporter.toy.provenance pins 2> "$logs/pins.txt") || { cat "$logs/pins.txt" >&2; exit 1; }
+eval "$pins"
+log "CPU code path $(cat "$logs/pins.txt"); $OMP_NUM_THREADS threads"
+"$python" -m fairseq_exporter.toy.provenance record "$work" --stages "$([ -n "$tune" ] && echo tune || echo "$stage-$stop_stage")"
 
 # Sizes. full: the study; quick: every stage, tiny models (minutes: ~45 fairseq start-ups).
 if [ "$scale" = full ]; then
@@ -463,6 +470,17 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "Stage 7: results table and plot (the paper's study: $(elapsed))"
   "$python" -m fairseq_exporter.toy.report --work "$work" --out "$results" --commands "$commands"
   log "wrote $results/results.md and $results/curves.png"
+  # the published run of this seed, where there is one and this run has its settings
+  published=$repo/recipes/toy/results/seed$seed/results.json
+  if [ "$scale" = full ] && [ -f "$published" ] && [ "$settings" = "$repo/recipes/toy/results/tune.json" ] \
+     && [ -z "$asr_updates_asked$stage2_updates_asked" ]; then
+    if "$python" -m fairseq_exporter.toy.provenance compare "$results/results.json" "$published" \
+         > "$logs/compare-published.log" 2>&1; then
+      log "the same bits as the published seed $seed (recipes/toy/results/seed$seed)"
+    else
+      log "not the published seed $seed's bits: $(head -n 1 "$logs/compare-published.log") (stage by stage, and the machine facts that differ: $logs/compare-published.log)"
+    fi
+  fi
   record_seconds report
 fi
 
