@@ -119,10 +119,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # The bits depend on the CPU's code path: pinned where the libraries allow (AVX2 on any CPU that
 # has it: an AVX-512 machine then computes what an AVX2 one does), and every invocation's machine
 # facts go to WORK/machine.jsonl for the report (fairseq_exporter/toy/provenance.py)
-pins=$("$python" -m fairseq_exporter.toy.provenance pins 2> "$logs/pins.txt") || { cat "$logs/pins.txt" >&2; exit 1; }
+# (run as a file: importing the package would load fairseq, seconds per invocation)
+provenance=("$python" "$repo/fairseq_exporter/toy/provenance.py")
+pins=$("${provenance[@]}" pins 2> "$logs/pins.txt") || { cat "$logs/pins.txt" >&2; exit 1; }
 eval "$pins"
 log "CPU code path $(cat "$logs/pins.txt"); $OMP_NUM_THREADS threads"
-"$python" -m fairseq_exporter.toy.provenance record "$work" --stages "$([ -n "$tune" ] && echo tune || echo "$stage-$stop_stage")"
+"${provenance[@]}" record "$work" --stages "$([ -n "$tune" ] && echo tune || echo "$stage-$stop_stage")"
 
 # Sizes. full: the study; quick: every stage, tiny models (minutes: ~45 fairseq start-ups).
 if [ "$scale" = full ]; then
@@ -474,7 +476,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   published=$repo/recipes/toy/results/seed$seed/results.json
   if [ "$scale" = full ] && [ -f "$published" ] && [ "$settings" = "$repo/recipes/toy/results/tune.json" ] \
      && [ -z "$asr_updates_asked$stage2_updates_asked" ]; then
-    if "$python" -m fairseq_exporter.toy.provenance compare "$results/results.json" "$published" \
+    if "${provenance[@]}" compare "$results/results.json" "$published" \
          > "$logs/compare-published.log" 2>&1; then
       log "the same bits as the published seed $seed (recipes/toy/results/seed$seed)"
     else
