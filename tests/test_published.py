@@ -42,6 +42,12 @@ def test_the_committed_results_are_three_seeds_with_every_output_hashed():
     for seed, results in summary["seeds"].items():
         per_seed = json.loads((RESULTS / f"seed{seed}" / "results.json").read_text())
         assert per_seed["generate_sha256"] == results["generate_sha256"]
+        # each stage's product hashed, and the machine facts the bits depend on
+        assert per_seed["product_sha256"] == results["product_sha256"] and per_seed["machine"] == results["machine"]
+        assert {"corpus:features", "corpus:manifests", "mt", "asr", "stage1", "stage2", "control", "mt-adapted",
+                "stage3", "lm", "stage2-lm", "exporter-only", "mt-text-only"} <= set(results["product_sha256"])
+        assert all({"cpu", "isa", "threads", "pins", "torch", "mkl", "onednn"} <= set(m["facts"])
+                   for m in results["machine"])
         assert {"onebest", "stage1", "stage2", "control", "adapted-onebest", "stage3", "exporter-only",
                 "text-only"} <= set(results["generate_sha256"])
         assert results["scale"] == "full" and results["n"] == 400
@@ -54,3 +60,13 @@ def test_an_unknown_block_is_refused(tmp_path):
     path.write_text("<!-- results:nonsense -->\n<!-- /results:nonsense -->\n")
     with pytest.raises(SystemExit, match="block results:nonsense is not one of"):
         published.main([str(path), "--check"])
+
+
+def test_a_published_seed_without_its_stage_hashes_or_machine_is_refused():
+    summary = json.loads((RESULTS / "results.json").read_text())
+    assert "| 1 | 0-7" in published.machine_table(summary)
+    for key in ("product_sha256", "machine"):
+        broken = json.loads(json.dumps(summary))
+        del broken["seeds"]["2"][key]
+        with pytest.raises(published.PublishedError, match=f"seed 2's results.json has no {key}"):
+            published.machine_table(broken)

@@ -65,6 +65,24 @@ def cpu_flags() -> Tuple[str, set]:
             set(flags.group(1).split()) if flags else set())
 
 
+def cpu_model_numbers() -> str:
+    """family/model/stepping and the cache sizes: a hypervisor may show every CPU generation as
+    one model name, and libraries choose their blocking from the caches"""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    numbers = [re.search(rf"^{key}\s*:\s*(\S+)", text, re.M) for key in ("cpu family", "model", "stepping")]
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        caches.append(f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''} {size}")
+    return "/".join(m.group(1) if m else "?" for m in numbers) + (f", {' '.join(caches)}" if caches else "")
+
+
 def code_path_pins(environ=None) -> Tuple[Dict[str, str], str]:
     """(the pins to export, why): every pin the CPU can take and the user has not set"""
     environ = os.environ if environ is None else environ
@@ -100,7 +118,8 @@ def machine_facts() -> "OrderedDict[str, object]":
     mkl, onednn = _library_versions(torch.__config__.show())
     isa = [flag for flag in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if flag in flags]
     return OrderedDict([
-        ("cpu", model), ("cores", os.cpu_count()), ("isa", " ".join(isa) or "unknown"),
+        ("cpu", model), ("cpu_numbers", cpu_model_numbers()), ("cores", os.cpu_count()),
+        ("isa", " ".join(isa) or "unknown"),
         ("aten_kernels", torch.backends.cpu.get_cpu_capability()),
         ("threads", torch.get_num_threads()),
         ("pins", " ".join(f"{key}={os.environ[key]}" for key in PINS if key in os.environ) or "none"),

@@ -145,10 +145,11 @@ def machine_table(summary: dict) -> str:
                                      "current recipe (it records them)")
         for machine in results["machine"]:
             f = machine["facts"]
-            rows.append((seed, ", ".join(machine["stages"]), f"{f['cpu']} ({f['isa']})", f["threads"], f["pins"],
+            rows.append((seed, ", ".join(machine["stages"]), f"{f['cpu']} {f.get('cpu_numbers', '')} ({f['isa']})",
+                         f["threads"], f["pins"],
                          f"{f['torch']} / {f['mkl']} / {f['onednn']}",
                          f"{f['sentencepiece']} / {f['kaldi_native_fbank']} / {f['espeakng_loader']}"))
-    return markdown_table(("seed", "stages", "CPU (ISA)", "threads", "code-path pins", "torch / MKL / oneDNN",
+    return markdown_table(("seed", "stages", "CPU: family/model/stepping, caches (ISA)", "threads", "code-path pins", "torch / MKL / oneDNN",
                            "sentencepiece / kaldi-native-fbank / espeakng-loader"), rows)
 
 
