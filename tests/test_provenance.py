@@ -91,7 +91,7 @@ def test_compare_names_the_first_stage_whose_bits_part_and_the_facts_that_differ
     assert not same and lines[0] == "the bits part at: mt"
     assert any(line.split() == ["asr", "differs"] for line in lines)
     assert any(line.split() == ["stage9", "only", "in", "the", "published", "run"] for line in lines)
-    assert "  cpu: Xeon here, EPYC published" in lines and not any("threads" in line for line in lines)
+    assert "  cpu: Xeon in this run, EPYC in the published run" in lines and not any("threads" in line for line in lines)
     assert provenance.compare(published, published)[0]
     # the command: exit 1 where the bits part
     paths = []

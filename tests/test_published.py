@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 READMES = {REPO / "README.md": {"study", "ablations"}, REPO / "benchmarks/README.md": {"lm-backend", "cpu-pins"},
            REPO / "recipes/mustc/README.md": {"lm-memory"},
            REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time",
-                                             "lm-seeds", "lm", "machine"}}
+                                             "lm-seeds", "lm", "machine", "demo"}}
 RESULTS = REPO / "recipes/toy/results"
 
 
@@ -42,12 +42,6 @@ def test_the_committed_results_are_three_seeds_with_every_output_hashed():
     for seed, results in summary["seeds"].items():
         per_seed = json.loads((RESULTS / f"seed{seed}" / "results.json").read_text())
         assert per_seed["generate_sha256"] == results["generate_sha256"]
-        # each stage's product hashed, and the machine facts the bits depend on
-        assert per_seed["product_sha256"] == results["product_sha256"] and per_seed["machine"] == results["machine"]
-        assert {"corpus:features", "corpus:manifests", "mt", "asr", "stage1", "stage2", "control", "mt-adapted",
-                "stage3", "lm", "stage2-lm", "exporter-only", "mt-text-only"} <= set(results["product_sha256"])
-        assert all({"cpu", "isa", "threads", "pins", "torch", "mkl", "onednn"} <= set(m["facts"])
-                   for m in results["machine"])
         assert {"onebest", "stage1", "stage2", "control", "adapted-onebest", "stage3", "exporter-only",
                 "text-only"} <= set(results["generate_sha256"])
         assert results["scale"] == "full" and results["n"] == 400
@@ -62,11 +56,27 @@ def test_an_unknown_block_is_refused(tmp_path):
         published.main([str(path), "--check"])
 
 
-def test_a_published_seed_without_its_stage_hashes_or_machine_is_refused():
-    summary = json.loads((RESULTS / "results.json").read_text())
-    assert "| 1 | 0-7" in published.machine_table(summary)
+def test_the_published_make_demo_run_holds_every_stage_hash_and_its_machine():
+    demo = json.loads((RESULTS / "demo/results.json").read_text())
+    assert demo["seed"] == 1 and demo["scale"] == "full" and demo["n"] == 400
+    assert list(demo["product_sha256"])[:7] == ["corpus:text", "corpus:features", "corpus:vocabularies",
+                                                "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
+    assert {"stage1", "stage2", "control", "mt-adapted", "stage3-exporter", "stage3"} <= set(demo["product_sha256"])
+    assert {"onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3"} == \
+        set(demo["generate_sha256"])
+    assert [m["stages"][0] for m in demo["machine"]][:1] == ["0-7"]
+    for machine in demo["machine"]:  # run as make demo runs it: the pins, two threads
+        assert machine["facts"]["threads"] == 2 and "MKL_CBWR=AVX2" in machine["facts"]["pins"]
+    assert "| 0-7 |" in published.machine_table(demo)
+
+
+def test_a_published_run_without_its_stage_hashes_or_machine_is_refused(tmp_path, monkeypatch):
+    demo = json.loads((RESULTS / "demo/results.json").read_text())
     for key in ("product_sha256", "machine"):
-        broken = json.loads(json.dumps(summary))
-        del broken["seeds"]["2"][key]
-        with pytest.raises(published.PublishedError, match=f"seed 2's results.json has no {key}"):
-            published.machine_table(broken)
+        broken = dict(demo)
+        del broken[key]
+        path = tmp_path / "results.json"
+        path.write_text(json.dumps(broken))
+        monkeypatch.setattr(published, "DEMO", path)
+        with pytest.raises(published.PublishedError, match=f"has no {key}"):
+            published.demo_results()

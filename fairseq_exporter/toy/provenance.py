@@ -214,18 +214,18 @@ def product_hashes(work: Path) -> "OrderedDict[str, str]":
     return hashes
 
 
-def compare(ours: dict, published: dict) -> Tuple[bool, List[str]]:
+def compare(ours: dict, published: dict, names=("this run", "the published run")) -> Tuple[bool, List[str]]:
     """(the same bits?, report lines) for two results.json: the products in pipeline order,
     then the generate outputs, then the machine facts that differ."""
     lines, first = [], None
     for kind in ("product_sha256", "generate_sha256"):
         mine, theirs = ours.get(kind) or {}, published.get(kind) or {}
         if not theirs:
-            lines.append(f"{kind}: the published results hold none (made before stage hashes were kept)")
+            lines.append(f"{kind}: {names[1]} holds none")
             continue
         for name in list(theirs) + [n for n in mine if n not in theirs]:
             if name not in mine or name not in theirs:
-                state = "only in " + ("the published run" if name in theirs else "this run")
+                state = "only in " + (names[1] if name in theirs else names[0])
             elif mine[name] == theirs[name]:
                 state = "same"
             else:
@@ -233,11 +233,11 @@ def compare(ours: dict, published: dict) -> Tuple[bool, List[str]]:
                 first = first or name
             lines.append(f"  {name:<22} {state}")
     same = first is None and bool(published.get("generate_sha256"))
-    head = ["the same bits as the published run" if same else
+    head = [f"the same bits as {names[1]}" if same else
             f"the bits part at: {first}" if first else "nothing to compare"]
     facts_mine = {k: v for m in ours.get("machine", []) for k, v in m["facts"].items()}
     facts_theirs = {k: v for m in published.get("machine", []) for k, v in m["facts"].items()}
-    differ = [f"  {key}: {facts_mine.get(key, '?')} here, {facts_theirs.get(key, '?')} published"
+    differ = [f"  {key}: {facts_mine.get(key, '?')} in {names[0]}, {facts_theirs.get(key, '?')} in {names[1]}"
               for key in sorted(set(facts_mine) | set(facts_theirs)) if facts_mine.get(key) != facts_theirs.get(key)]
     if differ:
         lines += ["machine facts that differ:"] + differ
@@ -269,7 +269,7 @@ def main(argv: Optional[list] = None):
                 results.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError) as error:
                 raise SystemExit(f"error: {path}: {error}")
-        same, lines = compare(*results)
+        same, lines = compare(*results, names=(str(args.ours), str(args.published)))
         print("\n".join(lines))
         sys.exit(0 if same else 1)
 

@@ -115,46 +115,73 @@ DEMO_STAGES = ("corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3",
 
 
 def time_table(summary: dict) -> str:
-    """Time per stage, the median over the seeds' runs (one run slowed by another job on the
-    machine moves no median of three): make demo's stages, the LM rows and the ablations."""
-    import statistics
-
-    per_seed = [results["seconds"] for results in summary["seeds"].values()]
-
-    def median(stage):
-        values = [seconds[stage] for seconds in per_seed if stage in seconds]
-        return statistics.median(values) if values else None
-
-    demo = {stage: median(stage) for stage in DEMO_STAGES if median(stage) is not None}
+    """Seed 1's time per stage: make demo's stages and the ablations."""
+    seconds = summary["seeds"]["1"]["seconds"]
+    demo = {stage: seconds[stage] for stage in DEMO_STAGES if stage in seconds}
     rows = [(stage, report.duration(value)) for stage, value in demo.items()]
     rows.append(("`make demo` (stages 0-7)", report.duration(sum(demo.values()))))
-    for stage, label in (("lm", "stage 9, the LM rows"), ("ablations", "stage 10, ablations")):
-        if median(stage) is not None:
-            rows.append((label, report.duration(median(stage))))
-    return markdown_table((f"median over {len(per_seed)} seeds", "time"), rows)
+    if "ablations" in seconds:
+        rows.append(("stage 10, ablations", report.duration(seconds["ablations"])))
+    if "lm" in seconds:
+        rows.append(("stage 9, the LM rows", report.duration(seconds["lm"])))
+    return markdown_table(("seed 1", "time"), rows)
 
 
-def machine_table(summary: dict) -> str:
-    """The machine facts each seed's stages ran under; every seed must hold its stage-by-stage
-    hashes and machine facts (a published run without them could not be checked)."""
+DEMO = RESULTS / "demo" / "results.json"  # the published make demo run (seed 1, stages 0-7)
+
+
+def demo_results() -> dict:
+    """The published make demo run; it must hold its stage-by-stage hashes and machine facts
+    (a published run without them could not be checked against)."""
+    if not DEMO.exists():
+        raise PublishedError(f"{DEMO}: not found (make demo, then copy results/toy/ there)")
+    demo = json.loads(DEMO.read_text())
+    for key in ("product_sha256", "generate_sha256", "machine"):
+        if not demo.get(key):
+            raise PublishedError(f"{DEMO} has no {key}: publish a run of the current recipe (it records them)")
+    if demo["seed"] != 1 or demo["scale"] != "full":
+        raise PublishedError(f"{DEMO}: seed {demo['seed']}, scale {demo['scale']}; make demo is seed 1, full")
+    return demo
+
+
+def machine_table(demo: dict) -> str:
+    """The machine facts each invocation of the make demo run ran under."""
     rows = []
-    for seed, results in sorted(summary["seeds"].items(), key=lambda kv: int(kv[0])):
-        for key in ("product_sha256", "generate_sha256", "machine"):
-            if not results.get(key):
-                raise PublishedError(f"seed {seed}'s results.json has no {key}: publish a run of the "
-                                     "current recipe (it records them)")
-        for machine in results["machine"]:
-            f = machine["facts"]
-            rows.append((seed, ", ".join(machine["stages"]), f"{f['cpu']} {f.get('cpu_numbers', '')} ({f['isa']})",
-                         f["threads"], f["pins"],
-                         f"{f['torch']} / {f['mkl']} / {f['onednn']}",
-                         f"{f['sentencepiece']} / {f['kaldi_native_fbank']} / {f['espeakng_loader']}"))
-    return markdown_table(("seed", "stages", "CPU: family/model/stepping, caches (ISA)", "threads", "code-path pins", "torch / MKL / oneDNN",
-                           "sentencepiece / kaldi-native-fbank / espeakng-loader"), rows)
+    for machine in demo["machine"]:
+        f = machine["facts"]
+        rows.append((", ".join(machine["stages"]), f"{f['cpu']} {f.get('cpu_numbers', '')} ({f['isa']})",
+                     f["threads"], f["pins"], f"{f['torch']} / {f['mkl']} / {f['onednn']}",
+                     f"{f['sentencepiece']} / {f['kaldi_native_fbank']} / {f['espeakng_loader']}"))
+    return markdown_table(("stages", "CPU: family/model/stepping, caches (ISA)", "threads", "code-path pins",
+                           "torch / MKL / oneDNN", "sentencepiece / kaldi-native-fbank / espeakng-loader"), rows)
+
+
+DEMO_COMPARISONS = ("stage1", "stage2", "stage2_vs_control", "control", "stage3", "reference")
+
+
+def demo_table(summary: dict, demo: dict) -> str:
+    """Seed 1 computed twice, make demo's run and the study's, beside the study's spread over
+    seeds: how much a run's environment moves a number, against how much the seed does."""
+    study = summary["seeds"]["1"]
+    rows = []
+    for name, label in (("onebest", "1-best cascade BLEU"), ("adapted_onebest", "adapted 1-best cascade BLEU")):
+        a, b = demo["rows"][name]["bleu"], study["rows"][name]["bleu"]
+        rows.append((label, fmt(a), fmt(b), f"{a - b:+.2f}", ""))
+    a, b = demo["rows"]["onebest"]["wer"], study["rows"]["onebest"]["wer"]
+    rows.append(("1-best WER", fmt(a), fmt(b), f"{a - b:+.2f}", ""))
+    labels = dict(report.COMPARISONS)
+    for key in DEMO_COMPARISONS:
+        a, b = report.comparison(demo, key), report.comparison(study, key)
+        spread = summary["summary"][key]["dbleu_std"]
+        rows.append((f"ΔBLEU {labels[key]}", paired_cell(a), paired_cell(b), f"{a['dbleu'] - b['dbleu']:+.2f}",
+                     f"{spread:.2f}" if spread is not None else ""))
+    return markdown_table(("seed 1", "make demo's run", "the study's run", "difference", "sd over the study's seeds"),
+                          rows)
 
 
 BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
-    "machine": lambda summary, tune: machine_table(summary),
+    "machine": lambda summary, tune: machine_table(demo_results()),
+    "demo": lambda summary, tune: demo_table(summary, demo_results()),
     "time": lambda summary, tune: time_table(summary),
     "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
