@@ -26,6 +26,7 @@ from fairseq_exporter.models.text_model import text_model_named
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class ExporterModelConfig(FairseqDataclass):
     asr_checkpoint: Optional[str] = field(
