@@ -130,16 +130,9 @@ class ExporterDataset(SpeechToTextJointDataset):
         tgt_lens, n_tokens, n_oov, self.tgt_unk = [], 0, 0, []
         if self.tgt_texts is None:
             return [0 for _ in range(self.n_samples)]
-        lm_tokenizer = getattr(self.tgt_dict, "tokenizer", None)  # an LM's vocabulary (data/lm_vocabulary.py)
         for i in range(self.n_samples):
-            tokenized = self.get_tokenized_tgt_text(i)
-            if lm_tokenizer is not None:
-                ids = self.tgt_dict.encode_line(tokenized, append_eos=False).tolist()
-                tgt_lens.append(len(ids))
-                unk = [lm_tokenizer.convert_ids_to_tokens(t) for t in ids if t == self.tgt_dict.unk()]
-            else:
-                tgt_lens.append(len(tokenized.split(" ")))  # as fairseq counts them
-                unk = _unk_pieces(tokenized, self.tgt_dict)
+            length, unk = _length_and_unk_pieces(self.get_tokenized_tgt_text(i), self.tgt_dict)
+            tgt_lens.append(length)
             if unk:
                 self.tgt_unk.append((i, unk))
             n_tokens += tgt_lens[-1]
@@ -243,6 +236,16 @@ class ExporterDataset(SpeechToTextJointDataset):
                    f"transforms ({transforms}; a global_cmvn stddev of 0?)")
         return AudioError(f"{self._where(index)}: utterance {self.ids[index]}: {self.audio_paths[index]}: {why}. "
                           "Recompute this utterance's features, or remove it from the manifest.")
+
+
+def _length_and_unk_pieces(tokenized: str, dictionary) -> Tuple[int, List[str]]:
+    """How many tokens a translation is, and its pieces that are <unk>: as fairseq counts
+    them (whitespace-separated symbols), or as a dictionary that splits raw text itself (a
+    tokenizer's: data/lm_vocabulary.py) says."""
+    own = getattr(dictionary, "length_and_unk_pieces", None)
+    if own is not None:
+        return own(tokenized)
+    return len(tokenized.split(" ")), _unk_pieces(tokenized, dictionary)
 
 
 def _unk_pieces(tokenized: str, dictionary) -> List[str]:

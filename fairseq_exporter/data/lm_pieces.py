@@ -3,7 +3,7 @@ target vocabulary to be LM tokens): fairseq's side of the LM's tokenizer.
 
 - ``bpe: hf_tokenizer`` in a data config's ``bpe_tokenizer`` / ``src_bpe_tokenizer``
   (``hf_tokenizer: LM_DIR``) splits text into the LM tokenizer's pieces as a prompt holds
-  them after ``": "`` (models/lm_prompt.py);
+  them after ``": "`` (models/lm_prompt.py builds its prompts from the same split);
 - ``fairseq-exporter-lm-vocab LM_DIR --out dict.txt`` writes those pieces as a fairseq
   dictionary (the ASR's ``vocab_filename``).
 
@@ -15,14 +15,39 @@ counted, and the ASR writes <unk> where the LM tokenizer would use them.
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List
 
 from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 
 from fairseq_exporter.data.lm_vocabulary import load_tokenizer
-from fairseq_exporter.models.lm_prompt import transcript_ids
 
 logger = logging.getLogger(__name__)
+
+# the transcript is written as it reads after this text and a space (the slot of a template
+# like "...German: {src}"): its first piece has its word boundary (Ġthe, ▁the)
+CONTEXT = ":"
+
+
+def _ids(tokenizer, text: str) -> List[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def in_context_ids(tokenizer, text: str, context: str) -> List[int]:
+    """``text``'s pieces as the tokenizer writes them after ``context``: the pieces of
+    ``context + text`` after those of ``context`` (where the two merge across the seam,
+    ``text`` alone)."""
+    head = _ids(tokenizer, context)
+    whole = _ids(tokenizer, context + text)
+    if whole[:len(head)] == head:
+        return whole[len(head):]
+    return _ids(tokenizer, text)
+
+
+def transcript_ids(tokenizer, text: str) -> List[int]:
+    """How an ASR that feeds a prompt writes a transcript: its pieces after ``": "``, so the
+    first carries its word boundary as in the prompt."""
+    return in_context_ids(tokenizer, " " + text.strip(), CONTEXT)
 
 
 def writable(piece: str) -> bool:

@@ -115,6 +115,11 @@ class LMDictionary(Dictionary):
             ids = ids + [self.eos_index]
         return torch.IntTensor(ids)
 
+    def length_and_unk_pieces(self, line: str):
+        """How many tokens the answer ``line`` is (without </s>) and its pieces that are <unk>."""
+        ids = self.encode_line(line, append_eos=False).tolist()
+        return len(ids), [self.tokenizer.convert_ids_to_tokens(t) for t in ids if t == self.unk()]
+
     def string(self, tensor, bpe_symbol=None, escape_unk=False, extra_symbols_to_ignore=None,
                unk_string=None, include_eos=False, separator=" "):
         if torch.is_tensor(tensor) and tensor.dim() == 2:

@@ -20,15 +20,14 @@ import torch
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from fairseq_exporter.models.causal_lm import LMSource, reorder_source, source_encoder_out
 from fairseq_exporter.models.ctc import CTCSearch, ctc_log_probs, frame_lengths, pool_segments
-from fairseq_exporter.models.exporter import nearest_rows
 from fairseq_exporter.models.onebest import (
     OneBest,
     OneBestSearch,
     reference_logits,
     teacher_forced_states,
 )
+from fairseq_exporter.models.text_model import TextModel
 
 COUPLINGS = ("exporter", "onebest", "reference", "posterior")
 SOURCES = ("decoder", "ctc")
@@ -47,10 +46,9 @@ class Recognition:
 
 
 class CoupledEncoder(FairseqEncoder):
-    def __init__(self, asr_model, mt_encoder, exporter, dictionary, coupling: str,
+    def __init__(self, asr_model, text: TextModel, exporter, dictionary, coupling: str,
                  onebest_beam: int, onebest_max_len: int, freeze_asr: bool,
-                 source: str = "decoder", posterior_temperature: float = 1.0,
-                 lm_source: Optional[LMSource] = None, lm_source_limit: int = 0):
+                 source: str = "decoder", posterior_temperature: float = 1.0):
         super().__init__(dictionary)
         if coupling not in COUPLINGS:
             raise ValueError(f"--coupling {coupling!r}: choose one of {', '.join(COUPLINGS)}")
@@ -59,11 +57,12 @@ class CoupledEncoder(FairseqEncoder):
         if not posterior_temperature > 0:
             raise ValueError(f"--posterior-temperature must be > 0, not {posterior_temperature}")
         self.asr = asr_model
-        # the text model's input side: the MT encoder, or (decoder-only back-end) the LM's
-        # embedding of each ASR symbol, the LM decoder building the prompt itself
-        self.mt_encoder = mt_encoder
-        self.lm_source = lm_source
-        self.source_limit = lm_source_limit if lm_source is not None else mt_encoder.max_positions()
+        # the text model's input side (models/text_model.py), held under the back-end's own
+        # names, which are its checkpoint keys
+        self.text = text
+        for name, module in text.encoder_modules().items():
+            self.add_module(name, module)
+        self.source_limit = text.source_limit
         self.exporter = exporter
         self.coupling = coupling
         self.freeze_asr = freeze_asr
@@ -78,31 +77,22 @@ class CoupledEncoder(FairseqEncoder):
                                         self.source_limit)
 
     def embedding_table(self) -> Tensor:
-        """The text model's raw token-embedding row of each ASR symbol: the exporter's L2
-        target. For the MT, before ``embed_scale``, which ``TransformerEncoder.forward_embedding``
-        applies to both; for an LM, what its embedding lookup returns."""
-        if self.lm_source is not None:
-            return self.lm_source.table()
-        return self.mt_encoder.embed_tokens.weight
+        """The text model's row of each ASR symbol: the exporter's L2 target, exactly what the
+        model's input path reads for it (for the fairseq MT, before ``embed_scale``, which
+        ``TransformerEncoder.forward_embedding`` applies to both)."""
+        return self.text.table()
 
     def embedding_rows(self, tokens: Tensor) -> Tensor:
         """``embedding_table()[tokens]``, without building the table of a large LM vocabulary."""
-        if self.lm_source is not None:
-            return self.lm_source.rows(tokens)
-        return self.mt_encoder.embed_tokens.weight[tokens]
+        return self.text.rows(tokens)
 
     def nearest_tokens(self, vectors: Tensor) -> Tensor:
         """The ASR symbol whose text-model row is nearest to each vector (the recovery metric)."""
-        if self.lm_source is not None:
-            table, sq = self.lm_source.search_table()
-            return nearest_rows(vectors, table, sq=sq)
-        return nearest_rows(vectors, self.mt_encoder.embed_tokens.weight.detach())
+        return self.text.nearest(vectors)
 
     def fed(self, tokens: Tensor) -> Tensor:
         """The 1-best positions the text model reads (an LM prompt leaves out </s>)."""
-        if self.lm_source is not None:
-            return self.lm_source.fed(tokens)
-        return tokens.ne(self.pad)
+        return self.text.fed(tokens)
 
     def _asr_grad(self):
         return torch.no_grad() if self.freeze_asr else contextlib.nullcontext()
@@ -196,13 +186,7 @@ class CoupledEncoder(FairseqEncoder):
             exported = self.posterior_embeddings(recognition)
         else:
             exported = None
-        if self.lm_source is not None:  # the LM decoder puts them in its prompt
-            out = source_encoder_out(tokens, exported)
-        else:
-            # Positions and padding still come from the 1-best ids; only the embedding
-            # lookup is replaced (the seam fairseq's TransformerEncoder offers).
-            out = self.mt_encoder(tokens, src_lengths=tokens.ne(self.pad).sum(1),
-                                  token_embeddings=exported)
+        out = self.text.encode(tokens, exported)
         out["recognition"] = recognition
         # what replaced the lookup (exporter or posterior mixture): the criterion's L2 and recovery
         out["exported"] = exported
@@ -220,9 +204,7 @@ class CoupledEncoder(FairseqEncoder):
                 "blank": self.search.blank}
 
     def reorder_encoder_out(self, encoder_out, new_order):
-        if self.lm_source is not None:
-            return reorder_source(encoder_out, new_order)
-        return self.mt_encoder.reorder_encoder_out(encoder_out, new_order)
+        return self.text.reorder_encoder_out(encoder_out, new_order)
 
     def max_positions(self):
         return self.asr.encoder.max_positions()

@@ -14,36 +14,17 @@ from fairseq.models import FairseqEncoderDecoderModel, register_model
 from omegaconf import open_dict
 
 from fairseq_exporter.models import onebest_cache, pretrained
-from fairseq_exporter.models.causal_lm import (
-    DEFAULT_PROMPT,
-    LM_DTYPES,
-    CausalLMDecoder,
-    LMError,
-    LMSource,
-    PromptTemplate,
-    asr_to_lm_ids,
-    checkpoint_lm_layers,
-    external_names,
-    external_prefixes,
-    files_fingerprint,
-    load_causal_lm,
-    load_device,
-    weights_fingerprint,
-)
+from fairseq_exporter.models.causal_lm import DEFAULT_PROMPT, LM_DTYPES, external_names, external_prefixes
 from fairseq_exporter.models.checkpoint_fit import check_state_dict_fits
 from fairseq_exporter.models.coupling import SOURCES, CoupledEncoder
 from fairseq_exporter.models.ctc import ctc_head
-from fairseq_exporter.models.dictionaries import check_same_dictionary, fingerprint
+from fairseq_exporter.models.dictionaries import fingerprint
 from fairseq_exporter.models.exporter import EXPORTER_TYPES, build_exporter
-from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
+from fairseq_exporter.models.fairseq_mt import FairseqMT  # noqa: F401  (registers the back-end)
+from fairseq_exporter.models.lm_text_model import CausalLM
+from fairseq_exporter.models.text_model import text_model_named
 
 logger = logging.getLogger(__name__)
-
-# the vocab exporter's correction rank on an LM's frozen rows (--exporter-table-rank)
-LM_TABLE_RANK = 64
-
-REBUILD_ADVICE = ("Train the ASR with the MT source vocabulary as its target vocabulary "
-                  "(see examples/own_checkpoints.md).")
 
 
 @dataclass
@@ -92,7 +73,7 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "vocab exporter: 0 = it trains a copy of the text model's embedding "
                                         "table; R > 0 = it mixes the LM's frozen rows plus a trainable rank-R "
                                         "correction (--lm-checkpoint only; no V x D copy of an LLM's table). "
-                                        f"Default: {LM_TABLE_RANK} with --lm-checkpoint, 0 with --mt-checkpoint"})
+                                        f"Default: {CausalLM.FROZEN_TABLE_RANK} with --lm-checkpoint, 0 with --mt-checkpoint"})
     exporter_hidden_dim: int = field(default=512, metadata={"help": "mlp hidden / transformer model dim"})
     exporter_layers: int = field(default=1, metadata={"help": "mlp hidden layers / transformer layers"})
     exporter_heads: int = field(default=4, metadata={"help": "transformer exporter attention heads"})
@@ -117,81 +98,19 @@ def _task_dictionary_fingerprints(task):
     return f"src={fingerprint(task.transcript_dictionary)} tgt={fingerprint(task.target_dictionary)}"
 
 
-def _check_pretrained_dictionaries(cfg, task, asr_part, mt_part):
-    """ASR target vocab == MT source vocab == task source vocab; MT target == task target."""
-    src_name, tgt_name = task.dictionary_files()
-    if cfg.asr_dict:
-        asr_dict_path = cfg.asr_dict
-    else:
-        asr_dict_path = pretrained.asr_dictionary_path(asr_part)
-    asr_dict = pretrained.load_dictionary(
-        asr_dict_path, f"ASR target dictionary (of {asr_part.path})", "pass --asr-dict PATH")
-    mt_src_path, mt_tgt_path = pretrained.mt_dictionary_paths(mt_part, cfg.mt_data)
-    mt_src = pretrained.load_dictionary(
-        mt_src_path, f"MT source dictionary (of {mt_part.path})", "pass --mt-data DIR")
-    mt_tgt = pretrained.load_dictionary(
-        mt_tgt_path, f"MT target dictionary (of {mt_part.path})", "pass --mt-data DIR")
-    check_same_dictionary(asr_dict, f"ASR target dictionary ({asr_part.path}: {asr_dict_path})",
-                          mt_src, f"MT source dictionary ({mt_src_path})", REBUILD_ADVICE)
-    check_same_dictionary(task.transcript_dictionary, f"source dictionary of the data config ({src_name})",
-                          mt_src, f"MT source dictionary ({mt_src_path})",
-                          "Point src_vocab_filename in the config yaml at the MT source dictionary.")
-    check_same_dictionary(task.target_dictionary, f"target dictionary of the data config ({tgt_name})",
-                          mt_tgt, f"MT target dictionary ({mt_tgt_path})",
-                          "Point vocab_filename in the config yaml at the MT target dictionary.")
-
-
-def _check_asr_dictionary(cfg, task, asr_part):
-    """LM back-end: ASR target vocab == task source vocab (each symbol an LM piece: _build_lm)."""
-    src_name, _ = task.dictionary_files()
-    asr_dict_path = cfg.asr_dict or pretrained.asr_dictionary_path(asr_part)
-    asr_dict = pretrained.load_dictionary(
-        asr_dict_path, f"ASR target dictionary (of {asr_part.path})", "pass --asr-dict PATH")
-    check_same_dictionary(asr_dict, f"ASR target dictionary ({asr_part.path}: {asr_dict_path})",
-                          task.transcript_dictionary, f"source dictionary of the data config ({src_name})",
-                          "Point src_vocab_filename in the config yaml at the ASR's target dictionary.")
-
-
-def _resolve_table_rank(cfg, use_lm: bool, fresh: bool):
+def _resolve_table_rank(cfg, frozen_table_rank, fresh: bool):
     """--exporter-table-rank's default, written into the config: a checkpoint rebuilds the
-    exporter it was trained with (one saved before the option had a copy of the table)."""
+    exporter it was trained with (one saved before the option had a copy of the table).
+    ``frozen_table_rank``: the text model's default (None: its rows are no frozen table)."""
     rank = cfg.exporter_table_rank
     if rank is not None and rank < 0:
         raise ValueError(f"--exporter-table-rank {rank}: 0 (a trainable copy of the table) or a rank >= 1")
-    if rank is not None and rank > 0 and not use_lm:
+    if rank is not None and rank > 0 and frozen_table_rank is None:
         raise ValueError(f"--exporter-table-rank {rank}: a correction to frozen rows is for an LM's table "
                          f"(--lm-checkpoint); the vocab exporter on an MT trains a copy of it (0)")
     if rank is None:
         with open_dict(cfg):
-            cfg.exporter_table_rank = LM_TABLE_RANK if use_lm and fresh else 0
-
-
-def _build_lm(cfg, task):
-    """The frozen LM as decoder, and its input side as the encoder sees it."""
-    lm_dict = task.target_dictionary
-    if getattr(lm_dict, "source", None) is None or not hasattr(lm_dict, "tokenizer"):
-        raise ValueError(f"--lm-checkpoint {cfg.lm_checkpoint}: the task's target vocabulary is not the LM's "
-                         "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
-    lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype, load_device())
-    checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
-    found = files_fingerprint(cfg.lm_checkpoint) or weights_fingerprint(lm)
-    check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
-    if cfg.lm_fingerprint is None:
-        with open_dict(cfg):
-            cfg.lm_fingerprint = found
-    elif cfg.lm_fingerprint != found and cfg.lm_fingerprint not in (  # the forms checkpoints hold from before
-            weights_fingerprint(lm), weights_fingerprint(lm, with_dtype=True)):
-        raise LMError(f"--lm-checkpoint {cfg.lm_checkpoint}: its weights (fingerprint {found}) are not those of the "
-                      f"LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
-                      "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
-    template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
-    lm_dict.use_template(template)  # translations are tokenized as answers to this prompt
-    src_name, _ = task.dictionary_files()
-    source = LMSource(lm.get_input_embeddings(), asr_to_lm_ids(task.transcript_dictionary, lm_dict, src_name))
-    source_limit = task.onebest_max_len + 1  # the longest 1-best and its </s>
-    decoder = CausalLMDecoder(lm, lm_dict, source, template, source_limit, checkpointed)
-    return dict(mt_encoder=None, decoder=decoder, lm_source=source, source_limit=source_limit,
-                table=source.table().detach())
+            cfg.exporter_table_rank = frozen_table_rank if frozen_table_rank and fresh else 0
 
 
 @register_model("exporter", dataclass=ExporterModelConfig)
@@ -200,9 +119,8 @@ class ExporterModel(FairseqEncoderDecoderModel):
         super().__init__(encoder, decoder)
         self.cfg = cfg
         for part, frozen in ((self.encoder.asr, cfg.freeze_asr),
-                             (self.encoder.mt_encoder, cfg.freeze_mt),
-                             (self.decoder, cfg.freeze_mt)):
-            if frozen and part is not None:
+                             *((tunable, cfg.freeze_mt) for tunable in self.encoder.text.tunable())):
+            if frozen:
                 part.requires_grad_(False)
         self.onebest_cache_dir: Optional[str] = None  # --onebest-cache (see use_onebest_cache)
         self.onebest_cache_dtype = "float32"  # --onebest-cache-dtype
@@ -234,47 +152,30 @@ class ExporterModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg: ExporterModelConfig, task):
-        use_lm = bool(cfg.lm_checkpoint)
-        if use_lm and cfg.mt_checkpoint:
-            raise ValueError(f"--mt-checkpoint {cfg.mt_checkpoint} and --lm-checkpoint {cfg.lm_checkpoint}: "
-                             "the text model is one or the other")
-        if cfg.lm_gradient_checkpointing and not use_lm:
-            raise ValueError("--lm-gradient-checkpointing recomputes the layers of the --lm-checkpoint LM; "
-                             "the MT back-end (--mt-checkpoint) has none: leave it out")
-        asr_state = mt_state = None
-        if cfg.pretrained_asr_cfg is None or (not use_lm and cfg.pretrained_mt_cfg is None):
+        text_model = text_model_named(cfg)
+        text_model.check_options(cfg)
+        asr_state = text_state = None
+        if cfg.pretrained_asr_cfg is None or not text_model.recorded(cfg):
             asr_part = pretrained.read_checkpoint(cfg.asr_checkpoint, "--asr-checkpoint",
                                                   pretrained.ASR_TASKS, "--mt-checkpoint")
-            if use_lm:
-                _check_asr_dictionary(cfg, task, asr_part)
-            else:
-                mt_part = pretrained.read_checkpoint(cfg.mt_checkpoint, "--mt-checkpoint",
-                                                     pretrained.MT_TASKS, "--asr-checkpoint")
-                _check_pretrained_dictionaries(cfg, task, asr_part, mt_part)
+            text_state = text_model.read_and_check(cfg, task, asr_part)
             with open_dict(cfg):
                 cfg.pretrained_asr_cfg = asr_part.model_cfg_json
-                cfg.pretrained_mt_cfg = None if use_lm else mt_part.model_cfg_json
                 cfg.dictionaries = _task_dictionary_fingerprints(task)
             asr_state = asr_part.state_dict
-            mt_state = None if use_lm else mt_part.state_dict
         elif cfg.dictionaries != _task_dictionary_fingerprints(task):
             src_name, tgt_name = task.dictionary_files()
             raise ValueError(
                 f"the exporter model was trained with dictionaries {cfg.dictionaries}, but the "
                 f"data config names {src_name} / {tgt_name} "
                 f"({_task_dictionary_fingerprints(task)}); use the config yaml the model was trained with")
-        _resolve_table_rank(cfg, use_lm, fresh=asr_state is not None)
-        src_dict, tgt_dict = task.transcript_dictionary, task.target_dictionary
+        _resolve_table_rank(cfg, text_model.FROZEN_TABLE_RANK, fresh=asr_state is not None)
+        src_dict = task.transcript_dictionary
         asr = pretrained.build_pretrained_model(cfg.pretrained_asr_cfg, None, src_dict, asr_state,
                                                 cfg.asr_checkpoint or "")
-        if use_lm:
-            text = _build_lm(cfg, task)
-        else:
-            mt = pretrained.build_pretrained_model(cfg.pretrained_mt_cfg, src_dict, tgt_dict, mt_state,
-                                                   cfg.mt_checkpoint or "")
-            text = dict(mt_encoder=mt.encoder, decoder=mt.decoder, lm_source=None, source_limit=0,
-                        table=mt.encoder.embed_tokens.weight.detach())
-        text_dim = text["table"].size(1)
+        text = text_model.build(cfg, task, text_state)
+        table = text.table().detach()
+        text_dim = table.size(1)
         asr_cfg = pretrained.model_cfg_from_json(cfg.pretrained_asr_cfg)
         asr_enc_dim = asr_cfg.encoder_embed_dim
         if cfg.exporter_source == "ctc":
@@ -293,21 +194,17 @@ class ExporterModel(FairseqEncoderDecoderModel):
         exporter = build_exporter(cfg.exporter_type, in_dim, text_dim, asr_enc_dim,
                                   cfg.exporter_hidden_dim, cfg.exporter_layers,
                                   cfg.exporter_heads, cfg.exporter_dropout,
-                                  output_weight, text["table"].float() if copied else None, output_bias,
-                                  frozen_table=text["lm_source"].table if use_lm else None,
+                                  output_weight, table.float() if copied else None, output_bias,
+                                  frozen_table=text.table,
                                   table_rank=cfg.exporter_table_rank)
-        encoder = CoupledEncoder(asr, text["mt_encoder"], exporter, src_dict, task.coupling,
+        encoder = CoupledEncoder(asr, text, exporter, src_dict, task.coupling,
                                  task.onebest_beam, task.onebest_max_len, cfg.freeze_asr,
-                                 cfg.exporter_source, getattr(task, "posterior_temperature", 1.0),
-                                 lm_source=text["lm_source"], lm_source_limit=text["source_limit"])
+                                 cfg.exporter_source, getattr(task, "posterior_temperature", 1.0))
         logger.info(f"exporter cascade: coupling={task.coupling} source={cfg.exporter_source} "
                     f"exporter={cfg.exporter_type} "
                     f"({sum(p.numel() for p in exporter.parameters()):,} params) "
-                    f"freeze_asr={cfg.freeze_asr} "
-                    + (f"LM {cfg.lm_checkpoint} (frozen, {cfg.lm_dtype}"
-                       f"{', layers recomputed in backward' if cfg.lm_gradient_checkpointing else ''})"
-                       if use_lm else f"freeze_mt={cfg.freeze_mt}"))
-        return cls(cfg, encoder, text["decoder"])
+                    f"freeze_asr={cfg.freeze_asr} {text.describe(cfg)}")
+        return cls(cfg, encoder, text.decoder)
 
     def train(self, mode: bool = True):
         # Frozen parts stay in eval mode (no dropout), so the MT model a frozen run
@@ -315,9 +212,9 @@ class ExporterModel(FairseqEncoderDecoderModel):
         super().train(mode)
         if self.cfg.freeze_asr:
             self.encoder.asr.eval()
-        if self.cfg.freeze_mt and self.encoder.mt_encoder is not None:
-            self.encoder.mt_encoder.eval()
-            self.decoder.eval()
+        if self.cfg.freeze_mt:
+            for part in self.encoder.text.tunable():
+                part.eval()
         return self
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, src_txt_tokens=None,

@@ -31,12 +31,12 @@ break (or the template has none after ``{src}``), ``</s>`` ends the answer.
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+# how a transcript is split is the ASR's data side (data/lm_pieces.py); the prompt reads it so
+from fairseq_exporter.data.lm_pieces import CONTEXT, in_context_ids, transcript_ids  # noqa: F401
+
 SLOT = "{src}"
 DEFAULT_PROMPT = "Translate to German: {src}\nGerman:"
 STOP = "\n"
-# the transcript is written as it reads after this text and a space (the slot of a template
-# like "...German: {src}"): its first piece has its word boundary (Ġthe, ▁the)
-CONTEXT = ":"
 
 
 class PromptError(ValueError):
@@ -51,27 +51,6 @@ def leading_special_ids(tokenizer) -> List[int]:
         if with_special[start:start + len(plain)] == plain:
             return list(with_special[:start])
     return []
-
-
-def _ids(tokenizer, text: str) -> List[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-
-def in_context_ids(tokenizer, text: str, context: str) -> List[int]:
-    """``text``'s pieces as the tokenizer writes them after ``context``: the pieces of
-    ``context + text`` after those of ``context`` (where the two merge across the seam,
-    ``text`` alone)."""
-    head = _ids(tokenizer, context)
-    whole = _ids(tokenizer, context + text)
-    if whole[:len(head)] == head:
-        return whole[len(head):]
-    return _ids(tokenizer, text)
-
-
-def transcript_ids(tokenizer, text: str) -> List[int]:
-    """How an ASR that feeds a prompt writes a transcript: its pieces after ``": "``, so the
-    first carries its word boundary as in the prompt."""
-    return in_context_ids(tokenizer, " " + text.strip(), CONTEXT)
 
 
 def _trim(text: str, start: int, end: int) -> Tuple[int, int]:

@@ -176,3 +176,10 @@ def load_dictionary(path: Path, what: str, hint: str) -> Dictionary:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} {path} does not exist; {hint}")
     return Dictionary.load(str(path))
+
+
+def asr_dictionary(part: PretrainedPart, given: Optional[str]):
+    """The ASR checkpoint's target dictionary (``given``: --asr-dict, where its data dir has
+    moved) and where it was read."""
+    path = given or asr_dictionary_path(part)
+    return load_dictionary(path, f"ASR target dictionary (of {part.path})", "pass --asr-dict PATH"), path

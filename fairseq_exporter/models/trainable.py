@@ -43,12 +43,10 @@ def parameters_the_loss_uses(model, coupling: str, ast_weight: float, l2_weight:
     if coupling == "exporter" and (l2_weight > 0 or ast_weight > 0):
         used |= _params(encoder.exporter) | asr_states
     if coupling == "posterior" and (l2_weight > 0 or ast_weight > 0):
-        # softmax(ASR scores) @ the MT embedding table replaces the lookup
-        used |= asr_scores | (_params(encoder.mt_encoder.embed_tokens) if encoder.mt_encoder is not None else set())
+        # softmax(ASR scores) @ the text model's table replaces the lookup
+        used |= asr_scores | {id(p) for p in encoder.text.table_parameters()}
     if ast_weight > 0:
-        used |= _params(model.decoder)
-        if encoder.mt_encoder is not None:  # (a causal LM is never trained)
-            used |= _params(encoder.mt_encoder, skip=("embed_tokens.",) if coupling == "exporter" else ())
+        used |= {id(p) for p in encoder.text.translation_parameters(looks_up=coupling != "exporter")}
     if asr_weight > 0:
         used |= asr_scores
     return used

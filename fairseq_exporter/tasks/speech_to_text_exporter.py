@@ -20,14 +20,16 @@ from omegaconf import open_dict
 from fairseq_exporter import generate_output
 from fairseq_exporter.data import s2t_layout
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
-from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
 from fairseq_exporter.models.coupling import COUPLINGS
+from fairseq_exporter.models.text_model import TEXT_MODELS, names_text_model, text_model_named
+from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
 from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
 logger = logging.getLogger(__name__)
 
-# Written into the model config when the model is first built (see ExporterModelConfig).
-_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "pretrained_mt_cfg", "dictionaries", "lm_fingerprint", "exporter_table_rank")
+# Written into the model config when the model is first built (see ExporterModelConfig),
+# with what the text model records of itself (TextModel.RECORDED).
+_STORED_MODEL_FIELDS = ("pretrained_asr_cfg", "dictionaries", "exporter_table_rank")
 
 
 def _load_dictionary(data: Path, filename, key: str, yaml_path: Path) -> Dictionary:
@@ -72,9 +74,12 @@ class SpeechToTextExporterTask(SpeechToTextTask):
                             help='generation args for --eval-bleu, as fairseq\'s translation task takes them, '
                                  'e.g. \'{"beam": 4, "max_len_b": 100}\' (default: greedy, max_len_b 200)')
 
-    def __init__(self, args, src_dict, tgt_dict, lm_dir=None):
+    def __init__(self, args, src_dict, tgt_dict, text_model=None, text_location=None):
         super().__init__(args, tgt_dict)
-        self.lm_dir = lm_dir  # the text model is this causal LM: its tokenizer is the target side
+        # the text model's back-end (models/text_model.py), named before the model is built:
+        # it says what the target side is
+        self.text_model = text_model or text_model_named({})
+        self.text_location = text_location
         self.data_cfg = S2TJointDataConfig(Path(args.data) / args.config_yaml)
         self.src_dict = src_dict
         self.coupling = args.coupling
@@ -94,32 +99,27 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         data_cfg = S2TJointDataConfig(yaml_path)
         src_dict = _load_dictionary(Path(args.data), data_cfg.config.get("src_vocab_filename"),
                                     "src_vocab_filename", yaml_path)
-        lm_dir = _text_model_lm(args)
-        if lm_dir is not None:
-            from fairseq_exporter.data.lm_vocabulary import LMDictionary
-
-            tgt_dict = LMDictionary.from_lm_dir(lm_dir)
-            logger.info(f"translations are tokenized by the LM's tokenizer ({lm_dir}); the data config's "
-                        "vocab_filename and bpe_tokenizer are not used")
-        else:
-            tgt_dict = _load_dictionary(Path(args.data), data_cfg.config.get("vocab_filename"),
-                                        "vocab_filename", yaml_path)
+        text_cfg = _text_model_options(args)
+        text_model = text_model_named(text_cfg)
+        text_location = _option(text_cfg, text_model.FIELD)
+        tgt_dict = text_model.target_dictionary(text_location, lambda: _load_dictionary(
+            Path(args.data), data_cfg.config.get("vocab_filename"), "vocab_filename", yaml_path))
         logger.info(f"source (transcript) dictionary: {len(src_dict):,} symbols; "
                     f"target (translation) dictionary: {len(tgt_dict):,} symbols")
         if getattr(args, "train_subset", None) is not None:
             if not all(s.startswith("train") for s in args.train_subset.split(",")):
                 raise ValueError('Train splits should be named like "train*".')
-        return cls(args, src_dict, tgt_dict, lm_dir)
+        return cls(args, src_dict, tgt_dict, text_model, text_location)
 
     def dictionary_files(self):
-        target = f"the tokenizer of {self.lm_dir}" if self.lm_dir else self.data_cfg.vocab_filename
+        target = self.text_model.target_dictionary_name(self.text_location, self.data_cfg)
         return (self.data_cfg.config["src_vocab_filename"], target)
 
     def build_tokenizer(self, args):
-        return None if self.lm_dir else super().build_tokenizer(args)
+        return None if self.text_model.TOKENIZES_TARGETS else super().build_tokenizer(args)
 
     def build_bpe(self, args):
-        return None if self.lm_dir else super().build_bpe(args)
+        return None if self.text_model.TOKENIZES_TARGETS else super().build_bpe(args)
 
     @property
     def transcript_dictionary(self):
@@ -165,7 +165,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         # ``cfg`` is the trainer's own model config (fairseq builds from a merged
         # copy), so this is what makes the stored pretrained configs reach checkpoints.
         with open_dict(cfg):
-            for key in _STORED_MODEL_FIELDS:
+            for key in _STORED_MODEL_FIELDS + model.encoder.text.RECORDED:
                 cfg[key] = getattr(model.cfg, key)
         self.speech_limits = _speech_limits(model, self.args)
         if getattr(self.args, "onebest_cache", None):
@@ -213,11 +213,10 @@ class SpeechToTextExporterTask(SpeechToTextTask):
 
     # ---- generation -------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        if self.lm_dir and not getattr(args, "score_reference", False):
-            from fairseq_exporter.models.lm_generator import LMGenerator
-
-            # the LM's own search, so that the 1-best cascade is the one a user runs
-            return LMGenerator(models[0], self.tgt_dict, args)
+        if not getattr(args, "score_reference", False):
+            own = self.text_model.generator(models[0], self.tgt_dict, args)
+            if own is not None:  # the text model's own search: its 1-best cascade is the one a user runs
+                return own
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
 
     def _translate(self, generator, models, sample, **kwargs):
@@ -270,26 +269,32 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         return self._transcripts_out
 
 
-def _text_model_lm(args):
-    """The causal-LM directory of the text model, if it is one: --lm-checkpoint where the model
-    options are on the command line (fairseq-train), else the model config of the checkpoint
-    being evaluated (fairseq-generate and fairseq-validate set the task up before loading it)."""
-    lm_dir = getattr(args, "lm_checkpoint", None)
-    if lm_dir or getattr(args, "arch", None) == "exporter":
-        return lm_dir or None
+def _text_model_options(args):
+    """The model options that name the text model: the command line's where the model options
+    are on it (fairseq-train), else the model config of the checkpoint being evaluated, with
+    --model-overrides over it (fairseq-generate and fairseq-validate set the task up before
+    loading the checkpoint)."""
+    if names_text_model(args) or getattr(args, "arch", None) == "exporter":
+        return args
     overrides = getattr(args, "model_overrides", None) or "{}"
     try:
-        lm_dir = ast.literal_eval(overrides).get("lm_checkpoint")
-    except (ValueError, SyntaxError, AttributeError):
-        lm_dir = None  # fairseq reports a malformed --model-overrides itself
+        overrides = dict(ast.literal_eval(overrides))
+    except (ValueError, SyntaxError, TypeError):
+        overrides = {}  # fairseq reports a malformed --model-overrides itself
     path = getattr(args, "path", None)
-    if lm_dir or not path:
-        return lm_dir
+    if names_text_model(overrides) or not path:
+        return overrides
     first = path.split(":")[0]
     if not Path(first).is_file():
-        return None  # fairseq reports the missing --path itself
+        return {}  # fairseq reports the missing --path itself
     model_cfg = (_read_checkpoint_lazily(first).get("cfg") or {}).get("model")
-    return model_cfg.get("lm_checkpoint") if hasattr(model_cfg, "get") else None
+    if not hasattr(model_cfg, "get"):
+        return overrides
+    return {**{key: model_cfg.get(key) for key in TEXT_MODELS}, **overrides}
+
+
+def _option(cfg, key):
+    return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
 
 
 def _read_checkpoint_lazily(path):
