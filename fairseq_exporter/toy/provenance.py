@@ -223,6 +223,7 @@ def compare(ours: dict, published: dict, names=("this run", "the published run")
         if not theirs:
             lines.append(f"{kind}: {names[1]} holds none")
             continue
+        lines.append(f"{kind}:")
         for name in list(theirs) + [n for n in mine if n not in theirs]:
             if name not in mine or name not in theirs:
                 state = "only in " + (names[1] if name in theirs else names[0])

@@ -150,7 +150,7 @@ def machine_table(demo: dict) -> str:
     for machine in demo["machine"]:
         f = machine["facts"]
         rows.append((", ".join(machine["stages"]), f"{f['cpu']} {f.get('cpu_numbers', '')} ({f['isa']})",
-                     f["threads"], f["pins"], f"{f['torch']} / {f['mkl']} / {f['onednn']}",
+                     str(f["threads"]), f["pins"], f"{f['torch']} / {f['mkl']} / {f['onednn']}",
                      f"{f['sentencepiece']} / {f['kaldi_native_fbank']} / {f['espeakng_loader']}"))
     return markdown_table(("stages", "CPU: family/model/stepping, caches (ISA)", "threads", "code-path pins",
                            "torch / MKL / oneDNN", "sentencepiece / kaldi-native-fbank / espeakng-loader"), rows)
@@ -162,13 +162,15 @@ DEMO_COMPARISONS = ("stage1", "stage2", "stage2_vs_control", "control", "stage3"
 def demo_table(summary: dict, demo: dict) -> str:
     """Seed 1 computed twice, make demo's run and the study's, beside the study's spread over
     seeds: how much a run's environment moves a number, against how much the seed does."""
+    import statistics
+
     study = summary["seeds"]["1"]
     rows = []
-    for name, label in (("onebest", "1-best cascade BLEU"), ("adapted_onebest", "adapted 1-best cascade BLEU")):
-        a, b = demo["rows"][name]["bleu"], study["rows"][name]["bleu"]
-        rows.append((label, fmt(a), fmt(b), f"{a - b:+.2f}", ""))
-    a, b = demo["rows"]["onebest"]["wer"], study["rows"]["onebest"]["wer"]
-    rows.append(("1-best WER", fmt(a), fmt(b), f"{a - b:+.2f}", ""))
+    for name, metric, label in (("onebest", "bleu", "1-best cascade BLEU"), ("onebest", "wer", "1-best WER"),
+                                ("adapted_onebest", "bleu", "adapted 1-best cascade BLEU")):
+        a, b = demo["rows"][name][metric], study["rows"][name][metric]
+        spread = statistics.stdev(seed["rows"][name][metric] for seed in summary["seeds"].values())
+        rows.append((label, fmt(a), fmt(b), f"{a - b:+.2f}", f"{spread:.2f}"))
     labels = dict(report.COMPARISONS)
     for key in DEMO_COMPARISONS:
         a, b = report.comparison(demo, key), report.comparison(study, key)
