@@ -48,6 +48,7 @@ setup(
             "fairseq-exporter-join-manifests = fairseq_exporter.cli.join_manifests:main",
             "fairseq-exporter-prep-mustc = fairseq_exporter.cli.prep_mustc:main",
             "fairseq-exporter-lm-vocab = fairseq_exporter.cli.lm_vocab:main",
+            "fairseq-exporter-mt-vocab = fairseq_exporter.cli.mt_vocab:main",
         ],
     },
 )

@@ -1,11 +1,13 @@
-"""Training an ASR whose transcripts are a causal LM's pieces (the LM back-end needs its
-target vocabulary to be LM tokens): fairseq's side of the LM's tokenizer.
+"""Training an ASR whose transcripts are a Hugging Face text model's pieces (the LM and HF MT
+back-ends need its target vocabulary to be the model's tokens): fairseq's side of the model's
+tokenizer.
 
 - ``bpe: hf_tokenizer`` in a data config's ``bpe_tokenizer`` / ``src_bpe_tokenizer``
-  (``hf_tokenizer: LM_DIR``) splits text into the LM tokenizer's pieces as a prompt holds
-  them after ``": "`` (models/lm_prompt.py builds its prompts from the same split);
-- ``fairseq-exporter-lm-vocab LM_DIR --out dict.txt`` writes those pieces as a fairseq
-  dictionary (the ASR's ``vocab_filename``).
+  (``hf_tokenizer: DIR``) splits text into the tokenizer's pieces: a causal LM's as a prompt
+  holds them after ``": "`` (models/lm_prompt.py builds its prompts from the same split); an
+  encoder-decoder MT's as ``tokenizer(transcript)`` splits it;
+- ``fairseq-exporter-lm-vocab LM_DIR --out dict.txt`` and ``fairseq-exporter-mt-vocab MT_DIR
+  --out dict.txt`` write those pieces as a fairseq dictionary (the ASR's ``vocab_filename``).
 
 fairseq's dictionaries and bpe outputs are whitespace-separated symbols, so LM pieces that
 hold whitespace (a raw newline or tab token) cannot be written: they are left out and
@@ -20,6 +22,7 @@ from typing import List
 from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 
+from fairseq_exporter.data.hf_vocabulary import is_encoder_decoder
 from fairseq_exporter.data.lm_vocabulary import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -63,11 +66,16 @@ class HFTokenizerConfig(FairseqDataclass):
 class HFTokenizerPieces:
     def __init__(self, cfg):
         self.tokenizer = load_tokenizer(cfg.hf_tokenizer, "bpe_tokenizer hf_tokenizer")
+        self.in_prompt = not is_encoder_decoder(cfg.hf_tokenizer)
 
     def encode(self, x: str) -> str:
-        # the pieces the LM reads in a prompt's {src} slot (after "...: "), so that the ASR's
-        # pieces are the text prompt's, its first with its word boundary (Ġthe, ▁the)
-        ids = transcript_ids(self.tokenizer, x)
+        # an LM: the pieces it reads in a prompt's {src} slot (after "...: "), so that the
+        # ASR's pieces are the text prompt's, its first with its word boundary (Ġthe, ▁the);
+        # an MT: the pieces tokenizer(transcript) gives it
+        if self.in_prompt:
+            ids = transcript_ids(self.tokenizer, x)
+        else:
+            ids = self.tokenizer(x.strip(), add_special_tokens=False)["input_ids"]
         return " ".join(p if writable(p) else "<unk>" for p in self.tokenizer.convert_ids_to_tokens(ids))
 
     def decode(self, x: str) -> str:
@@ -77,12 +85,24 @@ class HFTokenizerPieces:
         return x.startswith(("\u2581", "\u0120"))
 
 
-def write_vocabulary(lm_dir: str, out: Path):
-    """The LM tokenizer's pieces, in id order and without its special tokens, as a fairseq
-    dictionary file; returns how many were left out for holding whitespace."""
-    tokenizer = load_tokenizer(lm_dir, "LM_DIR")
+def source_pieces(tokenizer) -> List[str]:
+    """The pieces a tokenizer writes source text in: Marian's source sentencepiece model's (its
+    vocabulary is shared with the target side), else every piece of its vocabulary."""
+    vocab = tokenizer.get_vocab()
+    spm = getattr(tokenizer, "spm_source", None)
+    if spm is not None:
+        return [p for p in (spm.id_to_piece(i) for i in range(spm.get_piece_size())) if p in vocab]
+    return list(vocab)
+
+
+def write_vocabulary(model_dir: str, out: Path, name: str = "LM_DIR"):
+    """The tokenizer's pieces (an encoder-decoder MT's source pieces), in id order and without
+    its special tokens (language codes included), as a fairseq dictionary file; returns how
+    many were written and how many left out for holding whitespace."""
+    tokenizer = load_tokenizer(model_dir, name)
     specials = set(tokenizer.all_special_tokens)
-    pieces = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    vocab = tokenizer.get_vocab()
+    pieces = sorted(((p, vocab[p]) for p in source_pieces(tokenizer)), key=lambda item: item[1])
     kept = [p for p, _ in pieces if p not in specials and writable(p)]
     skipped = sum(1 for p, _ in pieces if p not in specials and not writable(p))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,9 @@ The LM is frozen (immutable, eval mode) and its weights never enter an exporter
 checkpoint: the checkpoint keeps the LM's directory and a fingerprint of its weights.
 """
 
-import hashlib
 import inspect
 import re
-from collections import OrderedDict
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
@@ -25,25 +22,24 @@ from fairseq.models import FairseqDecoder
 from torch import Tensor, nn
 
 from fairseq_exporter.data.lm_vocabulary import OPTION, check_lm_dir, require_transformers
+from fairseq_exporter.models.hf_frozen import (  # noqa: F401  (the LM back-end's names for them)
+    LM_DTYPES,
+    FrozenExternal,
+    external_names,
+    external_prefixes,
+    files_fingerprint,
+    load_device,
+    max_positions_of,
+    weights_fingerprint,
+)
 from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptError, PromptTemplate  # noqa: F401
+from fairseq_exporter.models.text_model import reorder_source, source_encoder_out  # noqa: F401
 
-LM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROMPT_CACHE = 65536  # prompts kept per decoder: a 1-best recurs across epochs
 
 
 class LMError(PromptError):
     pass
-
-
-def load_device() -> Optional[torch.device]:
-    """Where each rank loads the LM: under NCCL (fairseq's multi-GPU training) straight onto
-    the rank's GPU, not N copies in host memory first; otherwise on the CPU, and fairseq moves
-    the model (``--cpu`` leaves it there)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return None
 
 
 def load_causal_lm(path: str, dtype: str = "float32", device: Optional[torch.device] = None):
@@ -124,120 +120,6 @@ def _reads_training(layer_class: type) -> Optional[str]:
         if re.search(r"\bself\.training\b", source):
             return f"{cls.__name__} reads self.training"
     return None
-
-
-SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-                     "I16": 2, "U16": 2}
-
-
-def files_fingerprint(path: str, samples: int = 256) -> Optional[str]:
-    """The LM directory's safetensors weights as stored: each file's tensor names, dtypes and
-    shapes, and the bytes of ``samples`` evenly spaced elements of each tensor. Nothing is
-    converted, so it does not depend on --lm-dtype (a float16 load rounds a float32 or
-    bfloat16 file's values otherwise than a bfloat16 one does), and nothing is read whole (an
-    8B LM's fingerprint reads a few MB). None where the weights are not safetensors."""
-    import json
-
-    import numpy as np
-
-    files = sorted(Path(path).glob("*.safetensors"))
-    if not files:
-        return None
-    digest = hashlib.sha1()
-    for file in files:
-        data = np.memmap(file, dtype=np.uint8, mode="r")
-        length = int.from_bytes(data[:8].tobytes(), "little")
-        header = json.loads(data[8:8 + length].tobytes())
-        header.pop("__metadata__", None)
-        for name in sorted(header):
-            info = header[name]
-            begin, end = info["data_offsets"]
-            size = SAFETENSORS_BYTES.get(info["dtype"], 1)
-            count = (end - begin) // size
-            digest.update(f"{name}:{info['dtype']}:{info['shape']}".encode())
-            if count:
-                first = np.linspace(0, count - 1, min(count, samples)).astype(np.int64) * size + 8 + length + begin
-                digest.update(data[(first[:, None] + np.arange(size)).reshape(-1)].tobytes())
-    return "files:" + digest.hexdigest()[:16]
-
-
-def weights_fingerprint(lm: nn.Module, with_dtype: bool = False) -> str:
-    """Shapes and 4096 evenly spaced values (rounded to bfloat16) of every tensor of a loaded
-    LM: tells one LM from another (a fine-tuned copy, another size) without hashing gigabytes,
-    and a float32 load from a bfloat16 one (not from a float16 one: files_fingerprint, where
-    the weights are safetensors). ``with_dtype``: the form that also hashed each tensor's
-    dtype and float32 values (checkpoints written before the dtype was left out)."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(lm.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[::max(1, flat.numel() // 4096)][:4096]
-        if with_dtype:
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            sample = sample.float()
-        else:
-            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-            sample = sample.to(torch.bfloat16).float() if sample.is_floating_point() else sample
-        digest.update(sample.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def max_positions_of(config) -> Optional[int]:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-class FrozenExternal(nn.Module):
-    """Holds a module whose weights live elsewhere (the LM directory): always in eval mode,
-    never trained, left out of ``state_dict`` so no checkpoint copies it.
-
-    ``checkpointed``: layers (checkpoint_lm_layers) whose own ``training`` flag is set after
-    every train()/eval(), so transformers recomputes them in the backward pass; every module
-    inside them, and all the rest, stays in eval mode. Without gradient (validation,
-    generation) transformers checkpoints nothing, whatever the flag."""
-
-    def __init__(self, module: nn.Module, checkpointed: Sequence[nn.Module] = ()):
-        super().__init__()
-        self.module = module.requires_grad_(False)
-        self._checkpointed = list(checkpointed)  # a plain list: not registered twice as submodules
-        self.train(False)
-
-    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
-        return destination if destination is not None else OrderedDict()
-
-    def train(self, mode: bool = True):
-        super().train(False)
-        for layer in self._checkpointed:
-            layer.training = True  # the layer's flag only: nn.Module.train would recurse
-        return self
-
-    def _apply(self, fn, recurse=True):
-        # moves follow the model (.cuda(), .to(device)); casts do not: fairseq's --fp16/--bf16
-        # call .half()/.bfloat16() on the whole model, and the LM stays in --lm-dtype (its RoPE
-        # frequencies in float32)
-        def move_only(t):
-            moved = fn(t)
-            return moved if moved.dtype == t.dtype else t.to(moved.device)
-
-        return super()._apply(move_only, recurse)
-
-
-def external_names(model: nn.Module) -> List[str]:
-    """The names of the parameters and buffers of a model's FrozenExternal parts."""
-    prefixes = tuple(external_prefixes(model))
-    if not prefixes:
-        return []
-    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
-    names += [n for n, _ in model.named_buffers(remove_duplicate=False)]
-    return sorted({n for n in names if n.startswith(prefixes)})
-
-
-def external_prefixes(model: nn.Module) -> List[str]:
-    """Where a model's FrozenExternal parts sit (their keys are never in a checkpoint)."""
-    return [name + "." for name, m in model.named_modules(remove_duplicate=False)
-            if isinstance(m, FrozenExternal)]
 
 
 def asr_to_lm_ids(asr_dict, lm_dict, asr_dict_name: str) -> Tensor:
@@ -428,13 +310,3 @@ class CausalLMDecoder(FairseqDecoder):
 
 def _first(value):
     return value[0] if isinstance(value, list) and value else None
-
-
-def source_encoder_out(tokens: Tensor, embeddings: Optional[Tensor]) -> Dict[str, List[Tensor]]:
-    """What the cascade's encoder hands the LM decoder: the 1-best and what replaces its lookup."""
-    return {"source_tokens": [tokens], "source_embeddings": [] if embeddings is None else [embeddings]}
-
-
-def reorder_source(encoder_out, new_order):
-    return {"source_tokens": [t.index_select(0, new_order) for t in encoder_out["source_tokens"]],
-            "source_embeddings": [e.index_select(0, new_order) for e in encoder_out["source_embeddings"]]}

@@ -21,6 +21,7 @@ from fairseq_exporter.models.ctc import ctc_head
 from fairseq_exporter.models.dictionaries import fingerprint
 from fairseq_exporter.models.exporter import EXPORTER_TYPES, build_exporter
 from fairseq_exporter.models.fairseq_mt import FairseqMT  # noqa: F401  (registers the back-end)
+from fairseq_exporter.models.hf_mt import HFMT  # noqa: F401  (registers the back-end)
 from fairseq_exporter.models.lm_text_model import CausalLM
 from fairseq_exporter.models.text_model import text_model_named
 
@@ -33,11 +34,26 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "fairseq speech_to_text checkpoint (s2t_transformer, "
                                         "s2t_conformer) whose target vocabulary is the MT source vocabulary"})
     mt_checkpoint: Optional[str] = field(
-        default=None, metadata={"help": "fairseq translation (transformer) checkpoint (give this or --lm-checkpoint)"})
+        default=None, metadata={"help": "fairseq translation (transformer) checkpoint (or give --hf-mt-checkpoint "
+                                        "or --lm-checkpoint)"})
     lm_checkpoint: Optional[str] = field(
         default=None, metadata={"help": "local Hugging Face causal-LM directory (config, weights, tokenizer) "
                                         "as the text model, frozen; the ASR target vocabulary must be "
                                         "pieces of its tokenizer (give this or --mt-checkpoint)"})
+    hf_mt_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "local Hugging Face encoder-decoder MT directory (Marian/OPUS-MT, "
+                                        "M2M100, NLLB-200, mBART-50: config, weights, tokenizer) as the text "
+                                        "model, frozen; the ASR target vocabulary must be pieces of its "
+                                        "tokenizer (fairseq-exporter-mt-vocab)"})
+    mt_src_lang: Optional[str] = field(
+        default=None, metadata={"help": "--hf-mt-checkpoint: the source language code where the family has "
+                                        "them (NLLB eng_Latn, mBART-50 en_XX, M2M100 en)"})
+    mt_tgt_lang: Optional[str] = field(
+        default=None, metadata={"help": "--hf-mt-checkpoint: the target language code (NLLB deu_Latn, "
+                                        "mBART-50 de_DE, M2M100 de)"})
+    hf_mt_dtype: ChoiceEnum(list(LM_DTYPES)) = field(
+        default="float32", metadata={"help": "--hf-mt-checkpoint: the dtype the MT is loaded in "
+                                             "(--fp16/--bf16 leave it alone)"})
     lm_prompt: str = field(
         default=DEFAULT_PROMPT, metadata={"help": "--lm-checkpoint: the prompt template; {src} (exactly once) "
                                                   "is where the transcript goes"})
@@ -92,6 +108,8 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "set automatically: size:hash of the source and target dictionaries"})
     lm_fingerprint: Optional[str] = field(
         default=None, metadata={"help": "set automatically: a fingerprint of the --lm-checkpoint weights"})
+    hf_mt_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: a fingerprint of the --hf-mt-checkpoint weights"})
 
 
 def _task_dictionary_fingerprints(task):

@@ -30,6 +30,13 @@ class FairseqMT(TextModel):
         self.source_limit = mt.encoder.max_positions()
 
     @classmethod
+    def target_dictionary(cls, text_cfg, from_data_config):
+        location = text_cfg.get(cls.FIELD) if isinstance(text_cfg, dict) else getattr(text_cfg, cls.FIELD, None)
+        if location:
+            pretrained.refuse_hf_directory(location, cls.OPTION)  # before the data config's vocabularies
+        return from_data_config()
+
+    @classmethod
     def check_options(cls, cfg):
         if cfg.lm_gradient_checkpointing:
             raise ValueError("--lm-gradient-checkpointing recomputes the layers of the --lm-checkpoint LM; "

@@ -15,7 +15,7 @@ from fairseq_exporter.data.lm_vocabulary import OPTION
 from fairseq_exporter.models.causal_lm import LMError
 
 
-def check_same_lm_on_every_rank(fingerprint: str, lm_dir: str) -> None:
+def check_same_lm_on_every_rank(fingerprint: str, lm_dir: str, option: str = OPTION, what: str = "LM") -> None:
     """Raise LMError on every rank unless all ranks' LM weights have the same fingerprint
     (``causal_lm.weights_fingerprint``); nothing to check outside multi-process training."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
@@ -25,5 +25,5 @@ def check_same_lm_on_every_rank(fingerprint: str, lm_dir: str) -> None:
     if len({fp for fp, _ in seen}) == 1:
         return
     ranks = "; ".join(f"rank {rank}: {fp} ({path})" for rank, (fp, path) in enumerate(seen))
-    raise LMError(f"{OPTION}: the ranks hold different LM weights ({ranks}). torch DDP does not broadcast "
-                  "the frozen LM: give every rank the same LM directory (the same files on every node)")
+    raise LMError(f"{option}: the ranks hold different {what} weights ({ranks}). torch DDP does not broadcast "
+                  f"the frozen {what}: give every rank the same {what} directory (the same files on every node)")

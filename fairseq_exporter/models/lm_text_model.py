@@ -10,8 +10,6 @@ keeps its directory and a fingerprint of its weights.
 
 import logging
 
-from omegaconf import open_dict
-
 from fairseq_exporter.models import pretrained
 from fairseq_exporter.models.causal_lm import (
     CausalLMDecoder,
@@ -20,17 +18,14 @@ from fairseq_exporter.models.causal_lm import (
     PromptTemplate,
     asr_to_lm_ids,
     checkpoint_lm_layers,
-    files_fingerprint,
     load_causal_lm,
     load_device,
-    reorder_source,
-    source_encoder_out,
-    weights_fingerprint,
 )
 from fairseq_exporter.models.dictionaries import check_same_dictionary
 from fairseq_exporter.models.exporter import nearest_rows
+from fairseq_exporter.models.hf_frozen import check_fingerprint
 from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
-from fairseq_exporter.models.text_model import TextModel, register_text_model
+from fairseq_exporter.models.text_model import TextModel, register_text_model, reorder_source, source_encoder_out
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +43,10 @@ class CausalLM(TextModel):
 
     # ---- the task's target side ----------------------------------------------------------
     @classmethod
-    def target_dictionary(cls, location, from_data_config):
+    def target_dictionary(cls, text_cfg, from_data_config):
         from fairseq_exporter.data.lm_vocabulary import LMDictionary
+
+        location = text_cfg.get(cls.FIELD) if isinstance(text_cfg, dict) else getattr(text_cfg, cls.FIELD)
 
         tgt_dict = LMDictionary.from_lm_dir(location)
         logger.info(f"translations are tokenized by the LM's tokenizer ({location}); the data config's "
@@ -87,16 +84,8 @@ class CausalLM(TextModel):
                              "(the speech_to_text_exporter task reads it from --lm-checkpoint)")
         lm = load_causal_lm(cfg.lm_checkpoint, cfg.lm_dtype, load_device())
         checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
-        found = files_fingerprint(cfg.lm_checkpoint) or weights_fingerprint(lm)
+        found = check_fingerprint(cfg, "lm_fingerprint", lm, cfg.lm_checkpoint, cls.OPTION, "LM", LMError)
         check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
-        if cfg.lm_fingerprint is None:
-            with open_dict(cfg):
-                cfg.lm_fingerprint = found
-        elif cfg.lm_fingerprint != found and cfg.lm_fingerprint not in (  # the forms checkpoints hold from before
-                weights_fingerprint(lm), weights_fingerprint(lm, with_dtype=True)):
-            raise LMError(f"--lm-checkpoint {cfg.lm_checkpoint}: its weights (fingerprint {found}) are not those of "
-                          f"the LM this exporter was trained with ({cfg.lm_fingerprint}); point it at that LM "
-                          "(fairseq-generate: --model-overrides \"{{'lm_checkpoint': 'DIR'}}\")")
         template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
         lm_dict.use_template(template)  # translations are tokenized as answers to this prompt
         src_name, _ = task.dictionary_files()

@@ -60,10 +60,17 @@ def model_cfg_from_json(text: str):
     return OmegaConf.create(plain)
 
 
+def refuse_hf_directory(path: str, option: str) -> None:
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{option} {path}: a Hugging Face model directory, not a fairseq checkpoint: "
+                         "an encoder-decoder MT takes --hf-mt-checkpoint, a causal LM --lm-checkpoint")
+
+
 def read_checkpoint(path: str, option: str, expected_tasks, other_option: str) -> PretrainedPart:
     """Read a fairseq checkpoint and check it is the kind ``option`` asks for."""
     if not path:
         raise ValueError(f"{option} is required to build the exporter model")
+    refuse_hf_directory(path, option)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{option} {path}: no such file")
     try:

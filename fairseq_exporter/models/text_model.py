@@ -1,8 +1,9 @@
 """The text model of the cascade: what the plugin asks of it, whichever back-end answers.
 
 A back-end is one kind of pretrained text model, named by its own option: a fairseq
-``translation`` transformer (models/fairseq_mt.py, ``--mt-checkpoint``) or a Hugging Face
-causal LM (models/lm_text_model.py, ``--lm-checkpoint``). Each answers the questions below in
+``translation`` transformer (models/fairseq_mt.py, ``--mt-checkpoint``), a Hugging Face
+causal LM (models/lm_text_model.py, ``--lm-checkpoint``) or a Hugging Face encoder-decoder MT
+(models/hf_mt.py, ``--hf-mt-checkpoint``). Each answers the questions below in
 its own module, as each model family answers ``transformers``' one ``generate()``; the task,
 the cascade model, its encoder, the criterion and the trainable-parameter rule ask only these.
 
@@ -31,6 +32,11 @@ DEFAULT_FIELD = "mt_checkpoint"  # a saved MT cascade rebuilds with no text-mode
 def register_text_model(cls):
     TEXT_MODELS[cls.FIELD] = cls
     return cls
+
+
+def task_fields() -> Tuple[str, ...]:
+    """Every model-config field some back-end's task side reads."""
+    return tuple(dict.fromkeys(f for cls in TEXT_MODELS.values() for f in (cls.FIELD, *cls.TASK_FIELDS)))
 
 
 def _value(cfg, key):
@@ -64,9 +70,14 @@ class TextModel:
     RECORDED: Tuple[str, ...] = ()
 
     # ---- the task's target side, from the options alone ---------------------------------
+    # the model-config fields the task reads before the model exists (fairseq-generate: from
+    # the checkpoint's config): the model's location and what its target side depends on
+    TASK_FIELDS: Tuple[str, ...] = ()
+
     @classmethod
-    def target_dictionary(cls, location: Optional[str], from_data_config: Callable[[], Dictionary]) -> Dictionary:
-        """The translation vocabulary (default: the data config's ``vocab_filename``)."""
+    def target_dictionary(cls, text_cfg, from_data_config: Callable[[], Dictionary]) -> Dictionary:
+        """The translation vocabulary (default: the data config's ``vocab_filename``);
+        ``text_cfg``: the options (a namespace, a config or a dict) holding TASK_FIELDS."""
         return from_data_config()
 
     @classmethod
@@ -157,3 +168,14 @@ class TextModel:
         """The trainable parameters the translation forward reaches; ``looks_up``: whether
         the input path looks up the 1-best's rows (not where the exporter replaces them)."""
         return self.decoder.parameters()
+
+
+def source_encoder_out(tokens: Tensor, embeddings: Optional[Tensor]) -> Dict[str, List[Tensor]]:
+    """What the cascade's encoder hands a decoder that reads the 1-best itself (an LM's prompt,
+    an HF MT's inputs): the 1-best and what replaces its lookup."""
+    return {"source_tokens": [tokens], "source_embeddings": [] if embeddings is None else [embeddings]}
+
+
+def reorder_source(encoder_out, new_order):
+    return {"source_tokens": [t.index_select(0, new_order) for t in encoder_out["source_tokens"]],
+            "source_embeddings": [e.index_select(0, new_order) for e in encoder_out["source_embeddings"]]}

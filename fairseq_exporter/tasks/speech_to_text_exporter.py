@@ -21,7 +21,7 @@ from fairseq_exporter import generate_output
 from fairseq_exporter.data import s2t_layout
 from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterDatasetCreator, SpeechLimits
 from fairseq_exporter.models.coupling import COUPLINGS
-from fairseq_exporter.models.text_model import TEXT_MODELS, names_text_model, text_model_named
+from fairseq_exporter.models.text_model import names_text_model, task_fields, text_model_named
 from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
 from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
 
@@ -102,7 +102,7 @@ class SpeechToTextExporterTask(SpeechToTextTask):
         text_cfg = _text_model_options(args)
         text_model = text_model_named(text_cfg)
         text_location = _option(text_cfg, text_model.FIELD)
-        tgt_dict = text_model.target_dictionary(text_location, lambda: _load_dictionary(
+        tgt_dict = text_model.target_dictionary(text_cfg, lambda: _load_dictionary(
             Path(args.data), data_cfg.config.get("vocab_filename"), "vocab_filename", yaml_path))
         logger.info(f"source (transcript) dictionary: {len(src_dict):,} symbols; "
                     f"target (translation) dictionary: {len(tgt_dict):,} symbols")
@@ -282,7 +282,7 @@ def _text_model_options(args):
     except (ValueError, SyntaxError, TypeError):
         overrides = {}  # fairseq reports a malformed --model-overrides itself
     path = getattr(args, "path", None)
-    if names_text_model(overrides) or not path:
+    if not path:
         return overrides
     first = path.split(":")[0]
     if not Path(first).is_file():
@@ -290,7 +290,7 @@ def _text_model_options(args):
     model_cfg = (_read_checkpoint_lazily(first).get("cfg") or {}).get("model")
     if not hasattr(model_cfg, "get"):
         return overrides
-    return {**{key: model_cfg.get(key) for key in TEXT_MODELS}, **overrides}
+    return {**{key: model_cfg.get(key) for key in task_fields()}, **overrides}
 
 
 def _option(cfg, key):
