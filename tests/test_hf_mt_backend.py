@@ -10,7 +10,10 @@ families' real classes (tests/tiny_hf_mt.py), and an ASR trained on each MT's so
 2. the rows are what the MT's encoder reads (Marian's scale included);
 3. the MT's own generation_config does not reach the search;
 4. the MT is frozen: unchanged by a step, while the ASR gets gradient through it;
-5. stages 1 and 2 through fairseq-train and fairseq-generate, the MT bit-identical after."""
+5. stages 1 and 2 through fairseq-train and fairseq-generate, the MT bit-identical after;
+6. the fixtures: each family's directory loads back with the Auto classes, its tokenizer lays
+   out source and target ids as the real family's does, and the reference cascade gives
+   translations of varied lengths, batched == one sentence at a time."""
 
 from argparse import Namespace
 
@@ -20,6 +23,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import hf_mt_cascade  # noqa: E402
+import sentencepiece  # noqa: E402
+import tiny_cascade  # noqa: E402
 import tiny_hf_mt  # noqa: E402
 from exporter_setup import build, first_batch  # noqa: E402
 from tiny_cascade import run  # noqa: E402
@@ -58,6 +63,18 @@ def _generate(task, model, sample, beam, recognition):
     return generator.generate([model], {**sample, "net_input": net_input})
 
 
+@pytest.fixture(scope="module")
+def setups(cascades):
+    """Each family's task, cascades and first test batch, built once (the tests leave them as found)."""
+    built = {}
+
+    def get(family):
+        if family not in built:
+            built[family] = _setup(cascades[family], family)
+        return built[family]
+    return get
+
+
 def _setup(cascade, family):
     _, task, model, _ = _build(cascade, family, "--coupling", "exporter")
     _, _, plain, _ = _build(cascade, family, "--coupling", "onebest")
@@ -75,10 +92,10 @@ def _transcripts(task, recognition):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("beam", [1, 4])
-def test_onebest_is_the_users_cascade(cascades, family, beam):
+def test_onebest_is_the_users_cascade(cascades, setups, family, beam):
     """fairseq-generate's 1-best cascade == tokenizer(transcripts) then generate(), token for
     token and as text, on the batch as a user would pad it."""
-    task, _, plain, sample, recognition = _setup(cascades[family], family)
+    task, _, plain, sample, recognition = setups(family)
     transcripts = _transcripts(task, recognition)
     assert len({len(t.split()) for t in transcripts}) > 1, "the test needs transcripts of unequal length"
     hypos = _generate(task, plain, sample, beam, recognition)
@@ -92,10 +109,13 @@ def test_onebest_is_the_users_cascade(cascades, family, beam):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("beam", [1, 4])
-def test_mt_fed_its_own_rows_is_the_onebest_cascade(cascades, family, beam):
-    task, model, plain, sample, recognition = _setup(cascades[family], family)
+def test_mt_fed_its_own_rows_is_the_onebest_cascade(cascades, setups, family, beam):
+    task, model, plain, sample, recognition = setups(family)
     model.encoder.export = lambda rec: model.encoder.embedding_rows(rec.onebest.tokens)
-    coupled = _generate(task, model, sample, beam, recognition)
+    try:
+        coupled = _generate(task, model, sample, beam, recognition)
+    finally:
+        del model.encoder.export  # the instance's override: the class's method again
     cascade_out = _generate(task, plain, sample, beam, recognition)
     for c, p in zip(coupled, cascade_out):
         assert torch.equal(c[0]["tokens"], p[0]["tokens"])
@@ -103,9 +123,9 @@ def test_mt_fed_its_own_rows_is_the_onebest_cascade(cascades, family, beam):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_positional_scores_are_the_mts_own(cascades, family):
+def test_positional_scores_are_the_mts_own(cascades, setups, family):
     """Greedy (read as it searches) and beam (one teacher-forced pass) give the MT's log-probabilities."""
-    task, _, plain, sample, recognition = _setup(cascades[family], family)
+    task, _, plain, sample, recognition = setups(family)
     mt = plain.decoder.mt.module
     inputs = plain.decoder.source.inputs(recognition.onebest.tokens, None)
     for beam in (1, 4):
@@ -121,10 +141,10 @@ def test_positional_scores_are_the_mts_own(cascades, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_rows_are_what_the_encoder_reads(cascades, family):
+def test_rows_are_what_the_encoder_reads(cascades, setups, family):
     """The exporter's L2 target: Marian's encoder scales the lookup on its input_ids path only,
     so its rows are the lookup times embed_scale; the others scale inside the lookup."""
-    task, model, _, _, _ = _setup(cascades[family], family)
+    task, model, _, _, _ = setups(family)
     source = model.encoder.hf_mt_source
     encoder = model.decoder.mt.module.get_encoder()
     tokens = torch.arange(4, 12).unsqueeze(0)
@@ -160,9 +180,9 @@ def test_the_mts_own_generation_config_is_not_read(cascades):
 
 
 @pytest.mark.parametrize("family", ["marian", "nllb"])
-def test_a_random_exporter_changes_the_translation(cascades, family):
+def test_a_random_exporter_changes_the_translation(cascades, setups, family):
     """The guarantee tests above must be able to fail."""
-    task, model, plain, sample, recognition = _setup(cascades[family], family)
+    task, model, plain, sample, recognition = setups(family)
     prev = torch.full((len(sample["id"]), 2), task.target_dictionary.eos())
     with torch.no_grad():
         coupled, _ = model.decoder(prev, encoder_out=model.encoder(**sample["net_input"], recognition=recognition))
@@ -218,7 +238,7 @@ def _mt_tensors(mt_dir):
     return {k: v for f in sorted(mt_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
-@pytest.mark.parametrize("family", ["marian", "nllb"])
+@pytest.mark.parametrize("family", ["nllb"])  # Marian's path is the same, without languages
 def test_stages_and_generate_through_the_fairseq_clis(cascades, user_dir, family, tmp_path):
     cascade = cascades[family]
     before = _mt_tensors(cascade["mt"])
@@ -289,3 +309,95 @@ def test_bad_hf_mt_setups_are_named(cascades, tmp_path, case):
     with pytest.raises((ValueError, FileNotFoundError, IsADirectoryError)) as err:
         build(cascade, "--onebest-max-len", "12", text_model=text_model)
     assert expected in str(err.value), str(err.value)
+
+
+# ---- the fixtures themselves (tests/tiny_hf_mt.py) ----------------------------------------
+# unequal lengths, so the batch is padded
+SENTENCES = ["the dog", "a big red cat sees the old man", "woman likes house", "small tree"]
+FIXTURE_MAX_NEW = 10
+CLASSES = {"marian": ("MarianTokenizer", "MarianMTModel"),
+           "m2m100": ("M2M100Tokenizer", "M2M100ForConditionalGeneration"),
+           "mbart50": ("MBart50Tokenizer", "MBartForConditionalGeneration"),
+           "nllb": ("NllbTokenizer", "M2M100ForConditionalGeneration")}
+# decoder start, eos, pad
+IDS = {"marian": ("pad", 0, "pad"), "m2m100": (2, 2, 1), "mbart50": (2, 2, 1), "nllb": (2, 2, 1)}
+
+
+@pytest.fixture(scope="module")
+def dirs(cascades):
+    return {family: cascades[family]["mt"] for family in tiny_hf_mt.FAMILIES}
+
+
+def load(path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    return (AutoTokenizer.from_pretrained(str(path), local_files_only=True),
+            AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True))
+
+
+def spm_ids(tokenizer, spm_path, text):
+    """The tokenizer's ids of the sentencepiece model's pieces of ``text``."""
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(spm_path)).encode(text, out_type=str)
+    return tokenizer.convert_tokens_to_ids(pieces)
+
+
+@pytest.mark.parametrize("family", tiny_hf_mt.FAMILIES)
+def test_loads_back(dirs, family):
+    tokenizer, model = load(dirs[family])
+    assert (type(tokenizer).__name__, type(model).__name__) == CLASSES[family]
+    config = model.config
+    start, eos, pad = (tokenizer.pad_token_id if x == "pad" else x for x in IDS[family])
+    assert (config.decoder_start_token_id, config.eos_token_id, config.pad_token_id) == (start, eos, pad)
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (eos, pad)
+    assert config.scale_embedding and config.d_model == 32
+    assert model.get_input_embeddings().weight.shape[0] == config.vocab_size >= tiny_hf_mt.vocab_size(tokenizer)
+    if family == "marian":
+        assert pad == config.vocab_size - 1 and tokenizer.unk_token_id == 1
+        assert model.generation_config.bad_words_ids == [[pad]] and model.generation_config.num_beams == 4
+    else:
+        assert tokenizer.convert_tokens_to_ids(tiny_hf_mt.TARGET_LANG_TOKEN[family]) != tokenizer.unk_token_id
+
+
+@pytest.mark.parametrize("family", tiny_hf_mt.FAMILIES)
+def test_token_layout(dirs, family):
+    tokenizer, _ = load(dirs[family])
+    src, tgt = tiny_hf_mt.LANGS[family]
+    source_spm, target_spm = ((dirs[family] / "source.spm", dirs[family] / "target.spm") if family == "marian"
+                              else (dirs[family] / "sentencepiece.bpe.model",) * 2)
+    en = "a big red cat sees the old man"
+    de = " ".join(tiny_cascade.DE[w] for w in en.split())
+    if src is not None:
+        tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    prefix = lambda token: [] if token is None else [tokenizer.convert_tokens_to_ids(token)]  # noqa: E731
+    assert tokenizer(en)["input_ids"] == (prefix(tiny_hf_mt.SOURCE_LANG_TOKEN[family])
+                                          + spm_ids(tokenizer, source_spm, en) + [tokenizer.eos_token_id])
+    assert tokenizer(text_target=de)["input_ids"] == (prefix(tiny_hf_mt.TARGET_LANG_TOKEN[family])
+                                                      + spm_ids(tokenizer, target_spm, de) + [tokenizer.eos_token_id])
+    # every word of the tiny corpus is made of known pieces, on its side
+    for words, spm_path in ((tiny_cascade.EN, source_spm), (tiny_cascade.DE.values(), target_spm)):
+        for word in words:
+            assert tokenizer.unk_token_id not in spm_ids(tokenizer, spm_path, word), word
+    assert tokenizer.decode(tokenizer(text_target=de)["input_ids"], skip_special_tokens=True) == de
+
+
+@pytest.mark.parametrize("family", tiny_hf_mt.FAMILIES)
+def test_reference_translate(dirs, family):
+    tokenizer, model = load(dirs[family])
+    eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    target = tiny_hf_mt.TARGET_LANG_TOKEN[family]
+    outputs = {}
+    for beam in (1, 4):
+        ids, texts = tiny_hf_mt.reference_translate(dirs[family], SENTENCES, beam, FIXTURE_MAX_NEW, family)
+        assert len(ids) == len(texts) == len(SENTENCES)
+        assert all(texts) and len(set(texts)) > 1, texts
+        assert len({len(row) for row in ids}) > 1, ids
+        for row, text in zip(ids, texts):
+            assert 2 <= len(row) <= FIXTURE_MAX_NEW and pad not in row
+            assert row[-1] == eos or len(row) == FIXTURE_MAX_NEW
+            if target is not None:
+                assert row[0] == tokenizer.convert_tokens_to_ids(target)
+            assert tokenizer.decode(row, skip_special_tokens=True) == text
+        alone = [tiny_hf_mt.reference_translate(dirs[family], [s], beam, FIXTURE_MAX_NEW, family) for s in SENTENCES]
+        assert [a[0][0] for a in alone] == ids and [a[1][0] for a in alone] == texts
+        outputs[beam] = ids
+    assert any(len(row) > 3 for row in outputs[1]), outputs
