@@ -114,3 +114,23 @@ def test_cpu_pins_runs_each_setting_and_shows_its_hash_and_cost():
     assert len(rows) in (2, 6), out  # a CPU without AVX2 is not pinned: the defaults and the generic path
     assert rows[0].startswith("| 1 | library defaults |") and rows[0].endswith("| 1.00x |")
     assert all(len(row.split("`")[1]) == 16 for row in rows)
+
+
+def test_hf_mt_backend_benchmark_prints_both_measurements(tmp_path, monkeypatch, capsys):
+    """benchmarks/hf_mt_backend.py --quick (a tiny Marian and its ASR, built here): the table
+    holds fairseq-generate's path against the user's cascade, greedy and beam 4, with the goal,
+    and the stage-2 step against the MT's own forward + backward."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    out = _in_process("hf_mt_backend", monkeypatch, capsys, "--quick", "--work", tmp_path / "hf-mt")
+    assert "goal: fairseq-generate's path <= 1.05x the user's cascade" in out
+    for beam in (1, 4):
+        for coupling in ("onebest", "exporter"):
+            assert f"fairseq-generate --coupling {coupling}, beam {beam}" in out, out
+        assert f"user's cascade: ASR search, transcripts, tokenizer(), generate(), beam {beam}" in out
+    assert "<= 1.05x: " in out
+    assert "stage-2 step (ASR + 1-best + exporter + MT, fwd + bwd)" in out
+    assert "its back-end: exporter + MT, fwd + bwd" in out and "the MT's own fwd + bwd" in out
+    same = out.split("same translations ")[1].split(")")[0].split("/")
+    assert same[0] == same[1], out  # --coupling onebest is the user's cascade

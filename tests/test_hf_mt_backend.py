@@ -263,6 +263,21 @@ def test_stages_and_generate_through_the_fairseq_clis(cascades, user_dir, family
     assert all(not ({"<unk>", "<s>", "</s>", "<pad>", lang} & set(r.detok_hypothesis.split())) for r in records)
 
 
+def test_a_rebuild_refuses_another_mt(cascades, tmp_path):
+    """An exporter checkpoint keeps the MT's fingerprint, not its weights: rebuilt on an MT of the
+    same family and vocabulary but other weights (what fairseq-generate's --model-overrides
+    would point it at), it stops and names both."""
+    from fairseq_exporter.models.hf_mt import HFMTError
+
+    family = "marian"
+    cfg, task, _, _ = _build(cascades[family], family)
+    assert cfg.model.hf_mt_fingerprint
+    other = tiny_hf_mt.build(tmp_path / "other", family, seed=1)
+    cfg.model.hf_mt_checkpoint = str(other)
+    with pytest.raises(HFMTError, match="are not those of the MT this exporter was trained with"):
+        task.build_model(cfg.model)
+
+
 def test_mt_vocab_writes_source_pieces_only(cascades, tmp_path):
     from fairseq_exporter.cli import mt_vocab
 

@@ -21,10 +21,11 @@ RUN = ["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick"]
 ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapted MT: 1-best", "stage 3:",
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
         "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control",
-        "ablation: stage 2 with the ASR frozen", "ablation: 1-best cascade, MT source table adapted")
+        "ablation: stage 2 with the ASR frozen", "ablation: 1-best cascade, MT source table adapted",
+        "HF MT: 1-best cascade", "HF MT: stage 1", "HF MT: stage 2", "HF MT: control")
 STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
          "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm",
-         "exporter-only", "text-only")
+         "exporter-only", "text-only", "onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt")
 
 
 def run_recipe(*args):
@@ -35,18 +36,18 @@ def run_recipe(*args):
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-10 on seed 1."""
+    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-11 on seed 1."""
     root = tmp_path_factory.mktemp("toy")
     work, results = root / "work", root / "results"
     seeds_log = run_recipe("--seeds", "1,2", "--work", work, "--results", results)
-    extras_log = run_recipe("--stage", 8, "--stop-stage", 10, "--work", work / "seed1",
+    extras_log = run_recipe("--stage", 8, "--stop-stage", 11, "--work", work / "seed1",
                             "--results", results / "seed1")
     return work, results, seeds_log + extras_log
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
     work, results, log = quick_study
-    for stage in range(11):
+    for stage in range(12):
         assert f"Stage {stage}:" in log
     seed1, seed1_results = work / "seed1", results / "seed1"
     table = (seed1_results / "results.md").read_text()
@@ -54,10 +55,12 @@ def test_quick_study_produces_every_row_and_file(quick_study):
         assert sum(line.startswith(f"| {row}") for line in table.splitlines()) == 1, row
     assert "Stage 2 against the control: ΔBLEU" in table and "## Findings on this seed" in table
     assert "With the LM, stage 2 against the control: ΔBLEU" in table
+    assert "With the HF MT, stage 2 against the control: ΔBLEU" in table
     assert "Stage 2 against the exporter-only ablation: ΔBLEU" in table
     assert "Stage 2 against the text-only ablation: ΔBLEU" in table
     assert "| stage 2 vs control |" in table  # the split by ambiguous noun
     assert "--lm-checkpoint" in table and (seed1 / "lm" / "config.json").exists()
+    assert "--hf-mt-checkpoint" in table and (seed1 / "hf-mt" / "source.spm").exists()
     assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
 
@@ -66,14 +69,15 @@ def test_quick_study_produces_every_row_and_file(quick_study):
         score = json.loads((seed1 / "gen" / name / "score.json").read_text())
         assert score["n"] == n_test
         assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100 and score["wer"] >= 0
-        if name not in ("onebest", "adapted-onebest", "onebest-decoder", "onebest-lm"):
+        if name not in ("onebest", "adapted-onebest", "onebest-decoder", "onebest-lm", "onebest-hf-mt"):
             assert 0 <= score["p_bleu"] <= 1
     assert json.loads((seed1 / "gen/reference/score.json").read_text())["wer"] == 0.0
 
     figures = json.loads((seed1_results / "results.json").read_text())
     assert set(figures["rows"]) == {"onebest", "reference", "stage1", "stage2", "control", "adapted_onebest",
                                     "stage3", "decoder_onebest", "stage2_decoder", "posterior",
-                                    "lm_onebest", "lm_stage1", "lm_stage2", "lm_control", "exporter_only", "text_only"}
+                                    "lm_onebest", "lm_stage1", "lm_stage2", "lm_control", "exporter_only", "text_only",
+                                    "hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2", "hf_mt_control"}
     assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
     assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
     assert figures["stage2_vs_exporter_only"]["p"] is not None and figures["stage2_vs_text_only"]["p"] is not None
@@ -84,8 +88,8 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert list(figures["product_sha256"])[:7] == ["corpus:text", "corpus:features", "corpus:vocabularies",
                                                    "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
     assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
-                                              "stage2-lm", "exporter-only", "mt-text-only"}
-    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:2] == ["0-7", "8-10"]
+                                              "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt"}
+    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:2] == ["0-7", "8-11"]
     assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
     assert set(figures["findings"]) == set("abcd")
@@ -196,8 +200,8 @@ def test_a_bad_settings_file_is_refused_naming_it(tmp_path, selected, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--asr-updates", "4800x"], "--asr-updates must be a positive integer"),
-    (["--stage", "11"], "--stage must be a stage number 0-10, not '11'"),
-    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-10, not 'x'"),
+    (["--stage", "12"], "--stage must be a stage number 0-11, not '12'"),
+    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-11, not 'x'"),
     (["--seeds", "1,2", "--tune"], "--tune runs on one seed"),
     (["--settings", "no/such/tune.json"], "--settings no/such/tune.json: no such file (write one with --tune)"),
     (["--stage", "8"], "--stage 8 is after --stop-stage 7: nothing to run"),

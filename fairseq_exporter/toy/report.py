@@ -52,6 +52,12 @@ ROWS = [
     Row("lm_stage1", "LM: stage 1, exporter only (ASR, LM frozen)", "stage1-lm", "lm_onebest"),
     Row("lm_stage2", "LM: stage 2, ASR + exporter, LM frozen", "stage2-lm", "lm_onebest"),
     Row("lm_control", "LM: control, 1-best cascade after the transcript loss only", "control-lm", "lm_onebest"),
+    # a frozen Hugging Face encoder-decoder MT as the text model (stage 11)
+    Row("hf_mt_onebest", "HF MT: 1-best cascade", "onebest-hf-mt", None),
+    Row("hf_mt_stage1", "HF MT: stage 1, exporter only (ASR, HF MT frozen)", "stage1-hf-mt", "hf_mt_onebest"),
+    Row("hf_mt_stage2", "HF MT: stage 2, ASR + exporter, HF MT frozen", "stage2-hf-mt", "hf_mt_onebest"),
+    Row("hf_mt_control", "HF MT: control, 1-best cascade after the transcript loss only", "control-hf-mt",
+        "hf_mt_onebest"),
     # ablations (stage 10): is the ASR update needed; is the gain reachable from the task's text alone
     Row("exporter_only", "ablation: stage 2 with the ASR frozen (exporter only)", "exporter-only", "onebest"),
     Row("text_only", "ablation: 1-best cascade, MT source table adapted on the task text (no speech)",
@@ -59,6 +65,7 @@ ROWS = [
 ]
 # Stage 2 scored against other systems than its 1-best cascade: (results.json key, gen/stage2/<file>)
 VERSUS = {"stage2_vs_control": ("stage2", "vs-control.json"), "lm_stage2_vs_control": ("stage2-lm", "vs-control.json"),
+          "hf_mt_stage2_vs_control": ("stage2-hf-mt", "vs-control.json"),
           "stage2_vs_exporter_only": ("stage2", "vs-exporter-only.json"),
           "stage2_vs_text_only": ("stage2", "vs-text-only.json")}
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
@@ -66,6 +73,7 @@ CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript lo
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior"),
           ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm"),
+          ("HF MT: stage 1", "stage1-hf-mt"), ("HF MT: stage 2", "stage2-hf-mt"), ("HF MT: control", "control-hf-mt"),
           ("ablation: exporter only", "exporter-only")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
@@ -92,6 +100,11 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                ("lm_stage1", "LM: stage 1 vs LM 1-best cascade"), ("lm_stage2", "LM: stage 2 vs LM 1-best cascade"),
                ("lm_stage2_vs_control", "LM: stage 2 vs LM control"),
                ("lm_control", "LM: control vs LM 1-best cascade"),
+               # the frozen HF encoder-decoder MT (stage 11), each against its own 1-best cascade
+               ("hf_mt_stage1", "HF MT: stage 1 vs HF MT 1-best cascade"),
+               ("hf_mt_stage2", "HF MT: stage 2 vs HF MT 1-best cascade"),
+               ("hf_mt_stage2_vs_control", "HF MT: stage 2 vs HF MT control"),
+               ("hf_mt_control", "HF MT: control vs HF MT 1-best cascade"),
                # the ablations (stage 10)
                ("exporter_only", "ablation: exporter only (ASR frozen) vs 1-best cascade"),
                ("stage2_vs_exporter_only", "stage 2 vs exporter only"),
@@ -104,6 +117,9 @@ POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
           "control": ("control", "onebest"), "reference": ("reference", "onebest"),
           "lm_stage1": ("stage1-lm", "onebest-lm"), "lm_stage2": ("stage2-lm", "onebest-lm"),
           "lm_stage2_vs_control": ("stage2-lm", "control-lm"), "lm_control": ("control-lm", "onebest-lm"),
+          "hf_mt_stage1": ("stage1-hf-mt", "onebest-hf-mt"), "hf_mt_stage2": ("stage2-hf-mt", "onebest-hf-mt"),
+          "hf_mt_stage2_vs_control": ("stage2-hf-mt", "control-hf-mt"),
+          "hf_mt_control": ("control-hf-mt", "onebest-hf-mt"),
           "exporter_only": ("exporter-only", "onebest"), "stage2_vs_exporter_only": ("stage2", "exporter-only"),
           "text_only": ("text-only", "onebest"), "stage2_vs_text_only": ("stage2", "text-only")}
 # The split: stage 2 and the control on the test sentences with and without an ambiguous noun
@@ -412,7 +428,8 @@ def results_markdown(results: dict, commands: Optional[Path]):
             "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
             "decoder rows take the 1-best from the ASR's attention decoder instead; the LM rows replace the MT by "
             "a frozen decoder-only LM (Llama architecture, trained on the general-domain text as a prompted "
-            "translator, --lm-checkpoint). "
+            "translator, --lm-checkpoint); the HF MT rows replace it by a frozen Hugging Face encoder-decoder MT "
+            "(Marian architecture, trained on the general-domain text, --hf-mt-checkpoint). "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
             "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
@@ -422,6 +439,7 @@ def results_markdown(results: dict, commands: Optional[Path]):
             "as long as their reference (repetition loops).", "",
             results_table(results), "", *control_line(results["stage2_vs_control"]),
             *control_line(results.get("lm_stage2_vs_control"), "With the LM, stage 2 against the control"),
+            *control_line(results.get("hf_mt_stage2_vs_control"), "With the HF MT, stage 2 against the control"),
             *control_line(results.get("stage2_vs_exporter_only"), "Stage 2 against the exporter-only ablation"),
             *control_line(results.get("stage2_vs_text_only"), "Stage 2 against the text-only ablation"),
             *split_lines(results.get("split")),

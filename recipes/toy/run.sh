@@ -14,6 +14,7 @@
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows
 #   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen decoder-only LM as the text model
 #   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation)
+#   bash recipes/toy/run.sh --stage 11 --stop-stage 11  # a frozen Hugging Face encoder-decoder MT (Marian)
 #   bash recipes/toy/run.sh --tune              # the dev protocol: the grid behind every default, dev only
 #                                               # -> results/toy/tune.{md,json} (its "selected" settings)
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
@@ -21,7 +22,7 @@
 #   bash recipes/toy/run.sh --asr-updates 1600 --work work/toy-1600 --results results/toy-1600
 #                                               # a shorter-trained ASR (a new --work: its lr decays
 #                                               # to the end of the budget)
-# Options: --stage N, --stop-stage N (0-10), --scale full|quick, --seed N | --seeds N,N[,...],
+# Options: --stage N, --stop-stage N (0-11), --scale full|quick, --seed N | --seeds N,N[,...],
 # --work DIR, --results DIR, --tune, --settings FILE (the tuned settings; default at full scale:
 # recipes/toy/results/tune.json, written by --tune), --asr-updates N, --stage2-updates N (stage 2,
 # its control and stage 3). Stages are listed in the recipe README.
@@ -29,7 +30,7 @@ set -euo pipefail
 {  # bash reads the whole script before it runs: editing it during a run does not change the run
 
 stage=0
-stop_stage=7        # stages 8-10 (extra rows beyond the paper's table, ablations) only when asked
+stop_stage=7        # stages 8-11 (extra rows beyond the paper's table, ablations) only when asked
 tune=               # --tune: the dev protocol instead of the study
 settings=           # --settings FILE: the tuned settings (a tune.json)
 scale=full          # full | quick
@@ -70,10 +71,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 for opt in stage stop_stage; do
-  [[ "${!opt}" =~ ^([0-9]|10)$ ]] || { echo "--${opt/_/-} must be a stage number 0-10, not '${!opt}'" >&2; exit 2; }
+  [[ "${!opt}" =~ ^([0-9]|1[01])$ ]] || { echo "--${opt/_/-} must be a stage number 0-11, not '${!opt}'" >&2; exit 2; }
 done
 [ "$stage" -le "$stop_stage" ] || {
-  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8-10 run only with --stop-stage 8, 9 or 10)" >&2; exit 2; }
+  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8-11 run only with --stop-stage 8 to 11)" >&2; exit 2; }
 [ -z "$tune" ] || [ -z "$seeds" ] || { echo "--tune runs on one seed (the protocol selects on seed 1's dev set): give --seed, not --seeds" >&2; exit 2; }
 [ -z "$settings" ] || [ -f "$settings" ] || { echo "--settings $settings: no such file (write one with --tune)" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a non-negative integer, not '$seed'" >&2; exit 2; }
@@ -146,6 +147,7 @@ if [ "$scale" = full ]; then
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
   lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's decoder-only LM
+  hf_mt_updates=400; hf_mt_arch=(--layers 2 --dim 128)  # stage 11's Marian MT: the fairseq MT's size
 else
   mt_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
            --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2)
@@ -162,6 +164,7 @@ else
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
   lm_updates=10; lm_arch=(--layers 1 --dim 32)
+  hf_mt_updates=10; hf_mt_arch=(--layers 1 --dim 32)
 fi
 # The tuned settings: at full scale from the committed tune.json (what `--tune` selected on seed 1's
 # dev set) unless --settings names another; at quick scale the fixed ones above unless --settings.
@@ -235,12 +238,13 @@ use_asr() {  # N: WORK/asr -> asr-N, the ASR every later stage reads
 }
 
 exporter_train() {  # name save_dir text_model max_update exporter-source extra-flags...
-  # text_model: an MT checkpoint file, or an LM directory (stage 9)
+  # text_model: an MT checkpoint file, an LM directory (stage 9) or an HF MT directory (stage 11)
   local name=$1 save=$2 text=$3 updates=$4 source=$5; shift 5
   local text_model=(--mt-checkpoint "$text")
   # the LM's vocab exporter trains a copy of its table, as on the MT (the toy LM's table is
   # small; the low-rank default of --exporter-table-rank is for an LLM's)
   [ -d "$text" ] && text_model=(--lm-checkpoint "$text" --exporter-table-rank 0)
+  [ -d "$text" ] && grep -q '"is_encoder_decoder": true' "$text/config.json" && text_model=(--hf-mt-checkpoint "$text")
   step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml config_st.yaml \
@@ -555,6 +559,34 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
     "$work/gen/stage2/vs-text-only.json"
   add_rows "the ablation rows"
   record_seconds ablations
+fi
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  stage_started=$(date +%s)
+  log "Stage 11: a frozen Hugging Face encoder-decoder MT as the text model (stages 1-2 and the control again)"
+  # A small Marian-architecture MT trained on the general-domain text (the fairseq MT's data, size
+  # and budget) with a MarianTokenizer whose source model is the ASR's, saved as a Hugging Face
+  # directory, then frozen (--hf-mt-checkpoint): the MT a researcher downloads, in miniature.
+  if ! step_done "$work/hf-mt" $hf_mt_updates; then
+    run train-hf-mt fairseq_exporter.toy.hf_mt --data "$data" --out "$work/hf-mt" --updates $hf_mt_updates \
+      --seed "$seed" "${hf_mt_arch[@]}"
+    mark_done "$work/hf-mt" $hf_mt_updates
+    log "  HF MT: $(grep '"valid_nll"' "$work/logs/train-hf-mt.log" | tail -n 1 | cut -c1-120)"
+  fi
+  exporter_train stage1-hf-mt "$work/stage1-hf-mt" "$work/hf-mt" $stage1_updates ctc \
+    --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+  evaluate onebest-hf-mt "$work/stage1-hf-mt/checkpoint_best.pt" onebest
+  evaluate stage1-hf-mt "$work/stage1-hf-mt/checkpoint_best.pt" exporter onebest-hf-mt
+  exporter_train stage2-hf-mt "$work/stage2-hf-mt" "$work/hf-mt" $stage2_updates ctc \
+    --finetune-from-model "$work/stage1-hf-mt/checkpoint_best.pt" "${stage2_flags[@]}"
+  evaluate stage2-hf-mt "$work/stage2-hf-mt/checkpoint_best.pt" exporter onebest-hf-mt
+  exporter_train control-hf-mt "$work/control-hf-mt" "$work/hf-mt" $control_updates ctc \
+    --finetune-from-model "$work/stage1-hf-mt/checkpoint_best.pt" "${control_flags[@]}"
+  evaluate control-hf-mt "$work/control-hf-mt/checkpoint_best.pt" onebest onebest-hf-mt
+  score stage2-hf-mt-vs-control "$work/gen/stage2-hf-mt/generate-test.txt" "$work/gen/control-hf-mt/generate-test.txt" \
+    "$work/gen/stage2-hf-mt/vs-control.json"
+  add_rows "the HF MT rows"
+  record_seconds hf-mt
 fi
 exit 0
 }
