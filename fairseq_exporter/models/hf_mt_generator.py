@@ -17,16 +17,19 @@ generation_config says the same). Nothing of the MT's own ``generation_config`` 
 search: ``generate()`` fills every setting left unset from it, so it is set aside while
 ``generate()`` runs. With ``--coupling exporter`` the exporter outputs go in as
 ``inputs_embeds`` with the same attention mask. The positional scores are the MT's
-log-probabilities of the chosen tokens: its raw logits as greedy search goes, one teacher-forced
-pass after a beam search or sampling (whose processed scores are not the MT's).
+log-probabilities of the chosen tokens: its raw logits as greedy search goes; after a beam
+search or sampling (whose processed scores are not the MT's), one teacher-forced pass of its
+decoder on the encoder output the search read (the encoder runs once).
 """
 
 import contextlib
+from typing import List
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput  # (imported only with --hf-mt-checkpoint)
 
 from fairseq_exporter.models.hf_mt import OPTION, HFMTError
-from fairseq_exporter.models.hf_search import TransformersSearch, neutral_settings
+from fairseq_exporter.models.hf_search import SCORE_CHUNK, TransformersSearch, neutral_settings
 
 
 @contextlib.contextmanager
@@ -76,17 +79,41 @@ class HFMTGenerator(TransformersSearch):
         mt = decoder.mt.module
         frames = int(net_input["src_lengths"].max()) if "src_lengths" in net_input else 0
         greedy = self.scores_while_searching
-        with own_settings_only(mt):
-            out = mt.generate(**decoder.source.inputs(tokens, embeddings), generation_config=self.generation_config(frames),
-                              return_dict_in_generate=True, output_logits=greedy)
+        inputs = decoder.source.inputs(tokens, embeddings)
+        # the encoder once: generate() continues from its output as it would from the inputs,
+        # and a beam search's hypotheses are scored on it
+        states = mt.get_encoder()(**inputs).last_hidden_state
+        with own_settings_only(mt):  # (generate() expands the output it is given to the beams, in place)
+            out = mt.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                              attention_mask=inputs["attention_mask"],
+                              generation_config=self.generation_config(frames), return_dict_in_generate=True,
+                              output_logits=greedy)
         sequences = out.sequences
         hyps = [self.cut(row[1:]) for row in sequences.tolist()]  # after the decoder start token
-        n = self.search["num_return_sequences"]
         if greedy:
             chosen = sequences[:, 1:1 + len(out.logits)]
             lprobs = torch.stack([torch.log_softmax(step.float(), -1).gather(1, chosen[:, t:t + 1]).squeeze(1)
                                   for t, step in enumerate(out.logits)], 1).cpu()
             scores = [lprobs[row, :len(h)] for row, h in enumerate(hyps)]
         else:
-            scores = self.rescore(decoder, encoder_out, hyps, n)
+            scores = self.scores_on(mt, states, inputs["attention_mask"], hyps,
+                                    self.search["num_return_sequences"], decoder.decoder_start)
         return self.hypotheses(len(tokens), hyps, scores, tokens.device)
+
+    def scores_on(self, mt, states, mask, hyps: List[List[int]], n: int, start: int) -> List[torch.Tensor]:
+        """The MT's log-probability of each hypothesis token: its decoder, teacher forced, on the
+        encoder output the search read (a beam search's processed scores are not the MT's)."""
+        scores = []
+        for first in range(0, len(hyps), SCORE_CHUNK):
+            rows = list(range(first, min(len(hyps), first + SCORE_CHUNK)))
+            order = torch.tensor([r // n for r in rows], device=states.device)
+            width = max(1, max(len(hyps[r]) for r in rows))
+            target = torch.full((len(rows), width), self.pad, dtype=torch.long, device=states.device)
+            for i, r in enumerate(rows):
+                target[i, :len(hyps[r])] = torch.tensor(hyps[r], dtype=torch.long)
+            prev = torch.cat([target.new_full((len(rows), 1), start), target[:, :-1]], 1)
+            logits = mt(encoder_outputs=BaseModelOutput(last_hidden_state=states.index_select(0, order)),
+                        attention_mask=mask.index_select(0, order), decoder_input_ids=prev, use_cache=False).logits
+            lprobs = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            scores.extend(lprobs[i, :len(hyps[r])].cpu() for i, r in enumerate(rows))
+        return scores

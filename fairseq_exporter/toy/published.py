@@ -195,6 +195,7 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "settings": lambda summary, tune: settings_table(tune),
     "lm-backend": lambda summary, tune: benchmark_output("lm_backend"),
     "lm-memory": lambda summary, tune: benchmark_output("lm_memory"),
+    "hf-mt-backend": lambda summary, tune: benchmark_output("hf_mt_backend"),
     "cpu-pins": lambda summary, tune: benchmark_output("cpu_pins"),
 }
 
