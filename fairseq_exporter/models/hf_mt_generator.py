@@ -26,7 +26,6 @@ import contextlib
 from typing import List
 
 import torch
-from transformers.modeling_outputs import BaseModelOutput  # (imported only with --hf-mt-checkpoint)
 
 from fairseq_exporter.models.hf_mt import OPTION, HFMTError
 from fairseq_exporter.models.hf_search import SCORE_CHUNK, TransformersSearch, neutral_settings
@@ -68,6 +67,9 @@ class HFMTGenerator(TransformersSearch):
 
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, bos_token=None, **unused):
+        # transformers only here: fairseq imports every module of the plugin's models/ at start-up
+        from transformers.modeling_outputs import BaseModelOutput
+
         self.refuse_prefix(prefix_tokens)
         model = models[0]
         model.eval()
@@ -103,6 +105,8 @@ class HFMTGenerator(TransformersSearch):
     def scores_on(self, mt, states, mask, hyps: List[List[int]], n: int, start: int) -> List[torch.Tensor]:
         """The MT's log-probability of each hypothesis token: its decoder, teacher forced, on the
         encoder output the search read (a beam search's processed scores are not the MT's)."""
+        from transformers.modeling_outputs import BaseModelOutput
+
         scores = []
         for first in range(0, len(hyps), SCORE_CHUNK):
             rows = list(range(first, min(len(hyps), first + SCORE_CHUNK)))
