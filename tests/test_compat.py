@@ -66,3 +66,19 @@ def test_numpy_arrays_pickled_by_numpy_1_or_2_load(tmp_path, written_as):
     path.write_bytes(raw.replace(here, written_as.encode() + b".multiarray"))  # a plain pickle stream
     state = torch.load(path, weights_only=True)
     assert state["arr"].tolist() == [0, 1, 2] and state["best"] == 3.5
+
+
+def test_the_plugin_starts_without_transformers():
+    """fairseq imports every module of the plugin's models/ (and tasks/, criterions/) when it loads
+    --user-dir: none may need transformers, an optional extra (the Python 3.10 install has none)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib, pkgutil; sys.modules['transformers'] = None\n"
+            "import fairseq_exporter\n"
+            "for package in ('models', 'tasks', 'criterions', 'data'):\n"
+            "    path = importlib.import_module(f'fairseq_exporter.{package}').__path__\n"
+            "    for module in pkgutil.iter_modules(path):\n"
+            "        importlib.import_module(f'fairseq_exporter.{package}.{module.name}')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
