@@ -142,24 +142,27 @@ def test_positional_scores_are_the_mts_own(cascades, setups, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_rows_are_what_the_encoder_reads(cascades, setups, family):
-    """The exporter's L2 target: Marian's encoder scales the lookup on its input_ids path only,
-    so its rows are the lookup times embed_scale; the others scale inside the lookup."""
+    """The exporter's L2 target is the MT's raw embedding rows, and the encoder reads them times
+    the family's scale (sqrt(d_model) here): Marian's encoder scales on its input_ids path
+    only, the others inside the lookup module, so for none of them is the L2 on the scaled
+    lookup."""
     task, model, _, _, _ = setups(family)
     source = model.encoder.hf_mt_source
-    encoder = model.decoder.mt.module.get_encoder()
+    mt = model.decoder.mt.module
+    encoder = mt.get_encoder()
     tokens = torch.arange(4, 12).unsqueeze(0)
     mt_ids = source.asr_to_mt[tokens]
     rows = model.encoder.embedding_rows(tokens)
+    assert torch.equal(rows, mt.get_input_embeddings().weight[mt_ids])
+    assert source.scale == pytest.approx(mt.config.d_model ** 0.5)
     if family == "marian":
-        assert encoder.embed_scale > 1
-        assert torch.allclose(rows, encoder.embed_tokens(mt_ids) * encoder.embed_scale)
-        assert not torch.allclose(rows, model.decoder.mt.module.get_input_embeddings()(mt_ids))
+        assert torch.equal(encoder.embed_tokens(mt_ids), rows)  # the scale is the encoder's
     else:
-        assert torch.allclose(rows, encoder.embed_tokens(mt_ids))
+        assert torch.allclose(encoder.embed_tokens(mt_ids), rows * source.scale)
     mask = torch.ones_like(mt_ids)
     with torch.no_grad():
         from_ids = encoder(input_ids=mt_ids, attention_mask=mask).last_hidden_state
-        from_rows = encoder(inputs_embeds=rows, attention_mask=mask).last_hidden_state
+        from_rows = encoder(inputs_embeds=rows * source.scale, attention_mask=mask).last_hidden_state
     assert torch.allclose(from_ids, from_rows, atol=1e-5)
 
 

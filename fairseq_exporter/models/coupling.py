@@ -78,8 +78,8 @@ class CoupledEncoder(FairseqEncoder):
 
     def embedding_table(self) -> Tensor:
         """The text model's row of each ASR symbol: the exporter's L2 target, exactly what the
-        model's input path reads for it (for the fairseq MT, before ``embed_scale``, which
-        ``TransformerEncoder.forward_embedding`` applies to both)."""
+        model's input path reads for it (for an MT, before its embedding scale, which the MT
+        applies to both: ``TransformerEncoder.forward_embedding``, an HF MT's lookup path)."""
         return self.text.table()
 
     def embedding_rows(self, tokens: Tensor) -> Tensor:

@@ -8,12 +8,13 @@ which is the 1-best's own. With ``--coupling exporter`` the exporter outputs rep
 lookup at the 1-best's positions (its ``</s>`` included, as for a fairseq MT) through
 ``inputs_embeds``; the language code keeps the MT's own row.
 
-The rows the exporter is trained against are what the encoder reads for those ids. Families
-differ in where the embedding scale is applied: M2M100, NLLB and mBART scale inside their
-embedding module, whose output is what their encoder reads; Marian's encoder multiplies by
-``embed_scale`` only on its ``input_ids`` path, so its rows are the lookup times that scale,
-and ``inputs_embeds`` come scaled. Which applies is checked when the model is loaded: the
-encoder's output from the ids and from their rows must agree.
+The rows the exporter is trained against are the MT's raw embedding rows of those ids, and
+what the encoder reads is a row (or exporter output) times the family's embedding scale, as
+for a fairseq MT, whose encoder scales after the lookup: the L2 is on one scale whatever the
+family. Families differ in where that scale is applied: M2M100, NLLB and mBART scale inside
+their embedding module, Marian's encoder only on its ``input_ids`` path; ``inputs_embeds``
+therefore come scaled. The scale is checked when the model is loaded: the encoder's output
+from the ids and from their scaled rows must agree.
 
 The MT is the decoder of the fairseq cascade model for training (encoder and decoder, teacher
 forced: fairseq's start marker becomes the model's ``decoder_start_token_id``), and
@@ -162,8 +163,8 @@ class HFMTSource(nn.Module):
         self._layout = lru_cache(maxsize=PROMPT_CACHE)(self.layout)
 
     def mt_rows(self, mt_ids: Tensor) -> Tensor:
-        rows = self.embed.module(mt_ids)
-        return rows * self.scale if self.scale != 1.0 else rows
+        """The raw rows (the embedding matrix's, before any scale)."""
+        return nn.functional.embedding(mt_ids, self.embed.module.weight)
 
     def rows(self, tokens: Tensor) -> Tensor:
         return self.mt_rows(self.asr_to_mt[tokens])
@@ -234,17 +235,19 @@ class HFMTSource(nn.Module):
             weight = table[:, 3].to(device=device, dtype=embeds.dtype).unsqueeze(-1)
             offsets = (embeddings[b, a] - self.rows(tokens[b, a]).to(embeds.dtype)) * weight
             embeds = embeds.index_put((b, q), offsets, accumulate=True)
+        if self.scale != 1.0:  # what the lookup path multiplies by (Marian's encoder, the others' module)
+            embeds = embeds * self.scale
         return {"inputs_embeds": embeds, "attention_mask": mask}
 
 
 def embedding_scale(mt, location: str) -> float:
-    """The factor between the MT encoder's lookup and what it reads: Marian's encoder multiplies
-    by ``embed_scale`` on the ``input_ids`` path only; M2M100/NLLB/mBART scale inside the
-    lookup (1 here). Checked on a padded batch: the encoder's output from the ids and from the
-    rows must agree, else the exporter's L2 target would not be what the MT reads."""
+    """The factor between the MT's raw embedding rows and what its encoder reads: Marian's
+    encoder multiplies by ``embed_scale`` on the ``input_ids`` path only, M2M100/NLLB/mBART
+    inside their embedding module. Checked on a padded batch: the encoder's output from the
+    ids and from the scaled rows must agree, else exporter outputs would not be read as rows."""
     encoder = mt.get_encoder()
-    scale = float(getattr(encoder, "embed_scale", 1.0) or 1.0)
     embed = encoder.embed_tokens
+    scale = float(getattr(encoder, "embed_scale", 1.0) or 1.0) * float(getattr(embed, "embed_scale", 1.0) or 1.0)
     n = embed.weight.size(0)
     real = [i for i in (n - 2, n - 3, 5, 6, 7, 8) if i != mt.config.pad_token_id and 0 <= i < n]
     ids = torch.tensor([real[:4], real[4:6] + real[:2]])
@@ -252,11 +255,12 @@ def embedding_scale(mt, location: str) -> float:
     ids, mask = ids.to(embed.weight.device), mask.to(embed.weight.device)
     with torch.no_grad():
         from_ids = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        from_rows = encoder(inputs_embeds=embed(ids) * scale, attention_mask=mask).last_hidden_state
+        rows = nn.functional.embedding(ids, embed.weight)
+        from_rows = encoder(inputs_embeds=rows * scale, attention_mask=mask).last_hidden_state
     real = mask.bool()
     if not torch.allclose(from_ids[real].float(), from_rows[real].float(), atol=1e-3, rtol=1e-3):
         raise HFMTError(f"{OPTION} {location}: its encoder ({type(encoder).__name__}) reads token ids otherwise "
-                        "than their embedding rows (times embed_scale): a family this back-end cannot feed "
+                        f"than their embedding rows times {scale:g}: a family this back-end cannot feed "
                         "exporter outputs to")
     return scale
 
