@@ -10,6 +10,7 @@ exporter, on tiny random Llama- and GPT-2-architecture LMs built here (nothing d
 3. fairseq-train (stages 1 and 2) and fairseq-generate run on such a checkpoint, which
    holds no LM weights and refuses another LM."""
 
+import copy
 import itertools
 from argparse import Namespace
 
@@ -111,14 +112,24 @@ def test_onebest_is_the_users_text_cascade(cascade, lms, arch, beam):
 
 
 def test_the_lms_own_generation_config_is_not_read(cascade, lms):
-    """An instruct model's generation_config (sampling, a repetition penalty) does not change
-    fairseq-generate's search: it is the one its options say."""
+    """An instruct model's generation_config (sampling, a repetition penalty) and the settings
+    whose default is None (suppressed tokens, bad words, a sequence bias, a forced end) do
+    not change fairseq-generate's search, greedy or beam: it is the one its options say."""
     task, _, plain, sample, recognition = _setup(cascade, lms["llama"])
-    before = _generate(task, plain, sample, 4, recognition)
-    config = plain.decoder.lm.module.generation_config
-    config.do_sample, config.top_k, config.repetition_penalty, config.no_repeat_ngram_size = True, 3, 3.0, 1
-    after = _generate(task, plain, sample, 4, recognition)
-    assert [h[0]["tokens"].tolist() for h in before] == [h[0]["tokens"].tolist() for h in after]
+    for beam in (1, 4):
+        before = _generate(task, plain, sample, beam, recognition)
+        first = sorted({int(h[0]["tokens"][0]) for h in before})
+        lm = plain.decoder.lm.module
+        kept = lm.generation_config
+        config = lm.generation_config = copy.deepcopy(kept)
+        config.do_sample, config.top_k, config.repetition_penalty, config.no_repeat_ngram_size = True, 3, 3.0, 1
+        config.suppress_tokens, config.bad_words_ids, config.sequence_bias = first, [[first[-1]]], {(first[0],): -9.0}
+        config.forced_eos_token_id, config.begin_suppress_tokens = first[0], first
+        try:
+            after = _generate(task, plain, sample, beam, recognition)
+        finally:
+            lm.generation_config = kept
+        assert [h[0]["tokens"].tolist() for h in before] == [h[0]["tokens"].tolist() for h in after], beam
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -22,26 +22,12 @@ search or sampling (whose processed scores are not the MT's), one teacher-forced
 decoder on the encoder output the search read (the encoder runs once).
 """
 
-import contextlib
 from typing import List
 
 import torch
 
 from fairseq_exporter.models.hf_mt import OPTION, HFMTError
-from fairseq_exporter.models.hf_search import SCORE_CHUNK, TransformersSearch, neutral_settings
-
-
-@contextlib.contextmanager
-def own_settings_only(model):
-    """generate() with only the settings it is given (the model's generation_config set aside)."""
-    from transformers import GenerationConfig
-
-    kept = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        model.generation_config = kept
+from fairseq_exporter.models.hf_search import SCORE_CHUNK, TransformersSearch, neutral_settings, own_settings_only
 
 
 class HFMTGenerator(TransformersSearch):

@@ -13,6 +13,7 @@ A beam stops once it holds ``--beam`` finished hypotheses (``early_stopping=True
 fairseq's beam search stops).
 """
 
+import contextlib
 from typing import Dict, List
 
 import torch
@@ -37,6 +38,22 @@ def neutral_settings() -> dict:
 
     neutral = getattr(GenerationConfig(), "_get_default_generation_params", dict)()
     return {k: v for k, v in neutral.items() if v is not None and k not in ("max_length", "min_length")}
+
+
+@contextlib.contextmanager
+def own_settings_only(model):
+    """generate() with only the settings it is given: the model's ``generation_config`` set
+    aside (generate() would otherwise fill from it what the search leaves unset, such as
+    ``suppress_tokens``, ``bad_words_ids``, ``sequence_bias``, ``forced_eos_token_id`` or
+    ``stop_strings``, whose defaults are None)."""
+    from transformers import GenerationConfig
+
+    kept = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = kept
 
 
 class TransformersSearch:

@@ -16,7 +16,8 @@ and the answer is the text before its first line break. fairseq's options map on
 A beam stops once it holds ``--beam`` finished hypotheses (``early_stopping=True``, as fairseq's
 beam search stops). The stop tokens are the LM's end-of-text and, when the template asks for the
 rest of the line, every token holding a line break (models/lm_prompt.py); the LM's own
-``generation_config`` (an instruct model's sampling defaults) is not used. Other search options
+``generation_config`` (an instruct model's sampling defaults, its suppressed tokens) is set
+aside while generate() runs. Other search options
 are refused by name. The positional scores are the LM's log-probabilities of the chosen tokens:
 read off the logits as greedy search goes, and from one more pass over prompt + answer after a
 beam search or sampling (whose processed scores are not the LM's).
@@ -31,7 +32,7 @@ from typing import List
 import torch
 
 from fairseq_exporter.models.causal_lm import LMError
-from fairseq_exporter.models.hf_search import TransformersSearch, neutral_settings
+from fairseq_exporter.models.hf_search import TransformersSearch, neutral_settings, own_settings_only
 
 class ChosenLogProbs:
     """A logits processor that changes nothing: it keeps the LM's log-probabilities of the
@@ -117,7 +118,8 @@ class LMGenerator(TransformersSearch):
         elif self.search["num_beams"] > 1 and prompt_len > 1:
             extra = decoder.prefill(inputs["attention_mask"], self.search["num_beams"], batch.ids,
                                     inputs.get("inputs_embeds"))
-        out = lm.generate(**inputs, **extra, generation_config=self.generation_config(frames))
+        with own_settings_only(lm):
+            out = lm.generate(**inputs, **extra, generation_config=self.generation_config(frames))
         answers = out[:, prompt_len:].tolist()
         n = self.search["num_return_sequences"]
         hyps = [self.cut(a) for a in answers]
