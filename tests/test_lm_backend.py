@@ -204,6 +204,33 @@ def test_generate_refuses_another_lm(cascade, user_dir, lms, tmp_path):
              "--model-overrides", str({"lm_checkpoint": str(other)})])
 
 
+def test_a_rebuild_refuses_another_tokenizer_configuration(cascade, lms, tmp_path):
+    """The checkpoint records the tokenizer's configuration: the same LM whose tokenizer then
+    gets a chat template, or another end token, is refused on rebuild, naming what differs."""
+    import json
+    import shutil
+
+    from fairseq import tasks
+
+    from fairseq_exporter.models.causal_lm import LMError
+
+    lm = tmp_path / "lm"
+    shutil.copytree(lms["llama"], lm)
+    cfg, _, _, _ = _build(cascade, lm)
+    assert json.loads(cfg.model.tokenizer_fingerprint)["eos"]
+    tasks.setup_task(cfg.task).build_model(cfg.model)  # unchanged: rebuilds
+    config_file = lm / "tokenizer_config.json"
+    kept = config_file.read_text()
+    for change, named in ((lambda c: c.update(chat_template="{{ messages[0]['content'] }}"), "chat template"),
+                          (lambda c: c.update(eos_token="<unk>"), "eos: </s>=")):
+        config = json.loads(kept)
+        change(config)
+        config_file.write_text(json.dumps(config))
+        with pytest.raises(LMError, match=f"tokenizer is not configured as when .* {named}"):
+            tasks.setup_task(cfg.task).build_model(cfg.model)
+    config_file.write_text(kept)
+
+
 @pytest.mark.parametrize("case", ["no-slot", "two-slots", "missing-dir", "not-causal", "missing-symbol", "both"])
 def test_bad_lm_setups_are_named(cascade, lms, tmp_path, case):
     from fairseq_exporter.models.causal_lm import LMError

@@ -8,6 +8,8 @@ output layer unchanged. fairseq needs a padding index that is no real token: a m
 tokenizer has no pad token (or pads with its end token) gets one extra symbol after its rows.
 """
 
+import hashlib
+import json
 import os
 from typing import Optional
 
@@ -45,6 +47,54 @@ def load_tokenizer(path: str, option: str, **kwargs):
         return AutoTokenizer.from_pretrained(path, local_files_only=True, **kwargs)
     except Exception as err:
         raise ValueError(f"{option} {path}: cannot load its tokenizer ({type(err).__name__}: {err})") from err
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
+def _digest(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:12]
+
+
+def tokenizer_fingerprint(tokenizer, path: str) -> str:
+    """What of a tokenizer's configuration changes targets, stops and splits, part by part (a
+    JSON object, so a mismatch can be named): its bos/eos/pad/unk tokens, its special and added
+    tokens, its chat template, its vocabulary, and the bytes of its files (sentencepiece models
+    included: they decide the splits)."""
+    parts = {name: f"{getattr(tokenizer, name + '_token', None)}={getattr(tokenizer, name + '_token_id', None)}"
+             for name in ("bos", "eos", "pad", "unk")}
+    parts["special tokens"] = _digest(sorted(map(str, tokenizer.all_special_tokens)))
+    parts["added tokens"] = _digest(sorted((str(t), i) for t, i in tokenizer.get_added_vocab().items()))
+    parts["chat template"] = _digest(getattr(tokenizer, "chat_template", None))
+    parts["vocabulary"] = _digest(sorted(tokenizer.get_vocab().items()))
+    files = hashlib.sha1()
+    for name in sorted(os.listdir(path)):
+        if name in TOKENIZER_FILES or name.endswith((".model", ".spm")):
+            files.update(name.encode())
+            with open(os.path.join(path, name), "rb") as f:
+                files.update(f.read())
+    parts["files"] = files.hexdigest()[:12]
+    return json.dumps(parts, sort_keys=True)
+
+
+def check_tokenizer_fingerprint(cfg, tokenizer, location: str, option: str, error=ValueError):
+    """A fresh build records the tokenizer's fingerprint (``cfg.tokenizer_fingerprint``); a
+    rebuild refuses a tokenizer configured otherwise, naming what differs."""
+    from omegaconf import open_dict
+
+    found = tokenizer_fingerprint(tokenizer, location)
+    recorded = getattr(cfg, "tokenizer_fingerprint", None)
+    if recorded is None:
+        with open_dict(cfg):
+            cfg.tokenizer_fingerprint = found
+    elif recorded != found:
+        was, now = json.loads(recorded), json.loads(found)
+        differ = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        shown = "; ".join(f"{k}: {was.get(k)} then, {now.get(k)} now" if k in ("bos", "eos", "pad", "unk")
+                          else k for k in differ)
+        raise error(f"{option} {location}: its tokenizer is not configured as when this exporter was trained "
+                    f"(differs in {shown}); use the tokenizer files the exporter was trained with")
 
 
 def is_encoder_decoder(path: str) -> bool:

@@ -110,6 +110,9 @@ class ExporterModelConfig(FairseqDataclass):
         default=None, metadata={"help": "set automatically: a fingerprint of the --lm-checkpoint weights"})
     hf_mt_fingerprint: Optional[str] = field(
         default=None, metadata={"help": "set automatically: a fingerprint of the --hf-mt-checkpoint weights"})
+    tokenizer_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set automatically: the configuration of the --lm-checkpoint or "
+                                        "--hf-mt-checkpoint tokenizer (special tokens, chat template, files)"})
 
 
 def _task_dictionary_fingerprints(task):

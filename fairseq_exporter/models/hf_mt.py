@@ -31,7 +31,7 @@ from fairseq.models import FairseqDecoder
 from torch import Tensor, nn
 
 from fairseq_exporter.data.hf_mt_vocabulary import OPTION, MTTargetDictionary
-from fairseq_exporter.data.hf_vocabulary import check_hf_dir, require_transformers
+from fairseq_exporter.data.hf_vocabulary import check_hf_dir, check_tokenizer_fingerprint, require_transformers
 from fairseq_exporter.models.dictionaries import check_same_dictionary
 from fairseq_exporter.models.hf_frozen import (
     LM_DTYPES,
@@ -303,7 +303,7 @@ class HFMT(TextModel):
     FIELD = "hf_mt_checkpoint"
     TASK_FIELDS = ("hf_mt_checkpoint", "mt_src_lang", "mt_tgt_lang")
     TOKENIZES_TARGETS = True
-    RECORDED = ("hf_mt_fingerprint",)  # the MT itself stays in its directory
+    RECORDED = ("hf_mt_fingerprint", "tokenizer_fingerprint")  # the MT itself stays in its directory
 
     def __init__(self, source: HFMTSource, decoder: HFMTDecoder, source_limit: int):
         self.hf_source, self.decoder, self.source_limit = source, decoder, source_limit
@@ -352,6 +352,7 @@ class HFMT(TextModel):
         mt = load_seq2seq(location, cfg.hf_mt_dtype, load_device())
         found = check_fingerprint(cfg, "hf_mt_fingerprint", mt, location, OPTION, "MT", HFMTError)
         check_same_lm_on_every_rank(found, location, OPTION, "MT")  # torch DDP does not broadcast it
+        check_tokenizer_fingerprint(cfg, tgt_dict.tokenizer, location, OPTION, HFMTError)
         src_name, _ = task.dictionary_files()
         tokenizer = tgt_dict.tokenizer  # its languages set: tokenizer(text) writes the source side
         prefix = tgt_dict.languages.source_prefix

@@ -10,6 +10,7 @@ keeps its directory and a fingerprint of its weights.
 
 import logging
 
+from fairseq_exporter.data.hf_vocabulary import check_tokenizer_fingerprint
 from fairseq_exporter.models import pretrained
 from fairseq_exporter.models.causal_lm import (
     CausalLMDecoder,
@@ -36,7 +37,7 @@ class CausalLM(TextModel):
     FIELD = "lm_checkpoint"
     FROZEN_TABLE_RANK = 64  # no V x D trainable copy of an LLM's table
     TOKENIZES_TARGETS = True
-    RECORDED = ("lm_fingerprint",)  # the LM itself stays in its directory
+    RECORDED = ("lm_fingerprint", "tokenizer_fingerprint")  # the LM itself stays in its directory
 
     def __init__(self, source: LMSource, decoder: CausalLMDecoder, source_limit: int):
         self.lm_source, self.decoder, self.source_limit = source, decoder, source_limit
@@ -86,6 +87,7 @@ class CausalLM(TextModel):
         checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
         found = check_fingerprint(cfg, "lm_fingerprint", lm, cfg.lm_checkpoint, cls.OPTION, "LM", LMError)
         check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
+        check_tokenizer_fingerprint(cfg, lm_dict.tokenizer, cfg.lm_checkpoint, cls.OPTION, LMError)
         template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
         lm_dict.use_template(template)  # translations are tokenized as answers to this prompt
         src_name, _ = task.dictionary_files()
