@@ -139,6 +139,25 @@ def test_answers_end_at_the_line_break_and_keep_its_text(pieces):
     assert whole[len(tokenizer(prompt)["input_ids"]):] == target
 
 
+@pytest.mark.parametrize("name", real_tokenizers.NAMES)
+def test_a_template_starting_with_the_bos_text_gets_one_bos(name):
+    """A chat text rendered by hand starts with the tokenizer's BOS text: the prompt holds one
+    BOS, as apply_chat_template's ids do, and the 1-best's pieces are still found in it."""
+    from transformers import AutoTokenizer
+
+    from fairseq_exporter.models.lm_prompt import PromptTemplate
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizers.build()[name], local_files_only=True)
+    bos = tokenizer.bos_token
+    plain, rendered = PromptTemplate(PROMPT, tokenizer), PromptTemplate(bos + PROMPT, tokenizer)
+    pieces = tokenizer("The dog sees the cat", add_special_tokens=False)["input_ids"]
+    ids = rendered.build(pieces).ids
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids == plain.build(pieces).ids
+    assert ids == tokenizer(bos + PROMPT.format(src="The dog sees the cat"), add_special_tokens=False)["input_ids"]
+    assert rendered.build(pieces).exact == plain.build(pieces).exact
+    assert sum(i >= 0 for i in plain.build(pieces).exact) >= len(pieces) - 1  # (the first may merge a space)
+
+
 def test_prompt_fit_counts_the_transcripts_whose_pieces_the_prompt_splits_otherwise(pieces, tmp_path, capsys):
     """fairseq-exporter-lm-vocab --prompt-fit: transcripts written as the hf_tokenizer bpe
     writes them fit the prompt; a split piece is counted; an unknown piece is named."""

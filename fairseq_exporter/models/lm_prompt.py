@@ -85,6 +85,11 @@ class PromptTemplate:
         self.prefix, self.suffix = text.split(SLOT)
         self.ends_at_newline = STOP in self.suffix  # the answer is the rest of the line
         self.special_prefix = leading_special_ids(tokenizer)
+        # a template that already starts with the tokenizer's own leading special text (a chat
+        # text rendered by hand: "<|begin_of_text|>...") is tokenized as apply_chat_template
+        # tokenizes its rendering, without adding it again
+        lead = tokenizer.decode(self.special_prefix) if self.special_prefix else ""
+        self.add_special_tokens = not (lead and text.startswith(lead))
         # what the answer follows: a space after the template unless it ends in one
         self.answer_sep = "" if not self.suffix or self.suffix[-1].isspace() else " "
         self._stop_ids: Optional[List[int]] = None
@@ -120,7 +125,7 @@ class PromptTemplate:
         """The prompt of a 1-best written as LM ids (see the module docstring)."""
         text, spans = self.transcript(lm_ids)
         prompt_text = self.prefix + text + self.suffix
-        encoded = self.tokenizer(prompt_text, add_special_tokens=True, return_offsets_mapping=True)
+        encoded = self.tokenizer(prompt_text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True)
         ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
         base = len(self.prefix)
         slot = (base, base + len(text))
