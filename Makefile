@@ -68,10 +68,10 @@ ifneq (,$(findstring llm,$(EXTRAS)))
 endif
 
 test: install tokenizers
-	$(PY) -m pytest -x -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
+	$(PY) -m pytest -x -q -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) tests
 
 smoke: install
-	$(PY) -m pytest -x -q -n 2 --dist loadfile $(SMOKE_TESTS)
+	$(PY) -m pytest -x -q -n 2 --dist loadfile --no-loadscope-reorder $(SMOKE_TESTS)
 
 clean:
 	rm -rf $(VENV) results/toy work/toy results/toy-seeds work/toy-seeds

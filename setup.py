@@ -40,7 +40,7 @@ setup(
         "llm": ["transformers==5.24.0", "accelerate==1.16.0"],
         # xdist: the suite runs on both cores; timeout: a hung test fails instead of stalling CI;
         # pandas: fairseq's own prep_mustc_data.py, compared against
-        "test": ["pytest", "pytest-xdist", "pytest-timeout", "pandas"],
+        "test": ["pytest", "pytest-xdist>=3.6", "pytest-timeout", "pandas"],
     },
     entry_points={
         "console_scripts": [
