@@ -2,7 +2,8 @@
 against them: every study table in README.md and recipes/toy/README.md sits between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and is rendered here from
 ``recipes/toy/results/results.json`` (the three-seed summary the report writes) and
-``recipes/toy/results/tune.json`` (the dev protocol's selection); a benchmark's block in
+``recipes/toy/results/tune.json`` (the dev protocol's selection), stage 11's from
+``recipes/toy/results/hf-mt/results.json`` (its summary over seeds); a benchmark's block in
 benchmarks/README.md or recipes/mustc/README.md is what the script wrote with ``--out``
 under benchmarks/results/.
 
@@ -26,6 +27,9 @@ BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "result
 STUDY = ("stage1", "stage2", "stage2_vs_control", "control", "stage3", "reference")
 ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs_text_only")
 LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
+HF_MT = ("hf_mt_stage1", "hf_mt_stage2", "hf_mt_stage2_vs_control", "hf_mt_control")
+# stage 11's runs on seeds 1-3 (data, ASR and stage 11 per seed), summarized apart from the study
+HF_MT_STUDY = "hf-mt"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -59,6 +63,29 @@ def lm_seeds_table(summary: dict) -> str:
                      paired_cell(r["lm_stage2"]), paired_cell(results.get("lm_stage2_vs_control"))))
     if not rows:
         raise PublishedError("no seed has the LM rows (stage 9)")
+    return markdown_table(head, rows)
+
+
+def hf_mt_study(summary: dict) -> dict:
+    study = summary.get("hf_mt_study")
+    if study is None:
+        raise PublishedError(f"no {HF_MT_STUDY}/results.json beside results.json (stage 11 on each seed, "
+                             f"then report --summary over their results dirs --out {HF_MT_STUDY})")
+    return study
+
+
+def hf_mt_seeds_table(study: dict) -> str:
+    head = ("seed", "WER 1-best → after stage 2", "BLEU HF MT 1-best", "stage 1", "stage 2", "control",
+            "ΔBLEU stage 2 (p)", "ΔBLEU stage 2 vs control (p)")
+    rows = []
+    for seed, results in sorted(study["seeds"].items(), key=lambda kv: int(kv[0])):
+        r = results["rows"]
+        if "hf_mt_stage2" not in r:
+            raise PublishedError(f"{HF_MT_STUDY}: seed {seed} has no HF MT rows (stage 11)")
+        rows.append((seed, f"{fmt(r['hf_mt_onebest']['wer'])} → {fmt(r['hf_mt_stage2']['wer'])}",
+                     *(fmt(r[name]["bleu"]) for name in ("hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2",
+                                                          "hf_mt_control")),
+                     paired_cell(r["hf_mt_stage2"]), paired_cell(results.get("hf_mt_stage2_vs_control"))))
     return markdown_table(head, rows)
 
 
@@ -189,6 +216,9 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
     "lm": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], LM),
     "lm-seeds": lambda summary, tune: lm_seeds_table(summary),
+    "hf-mt": lambda summary, tune: report.comparisons_table(hf_mt_study(summary)["summary"],
+                                                           hf_mt_study(summary)["pooled"], HF_MT),
+    "hf-mt-seeds": lambda summary, tune: hf_mt_seeds_table(hf_mt_study(summary)),
     "seeds": lambda summary, tune: seeds_table(summary),
     "split": lambda summary, tune: _split(summary),
     "findings": lambda summary, tune: findings_lines(summary),
@@ -212,7 +242,10 @@ def load(results: Path):
     for path in paths:
         if not path.exists():
             raise PublishedError(f"{path}: not found")
-    return tuple(json.loads(p.read_text()) for p in paths)
+    summary, tune = (json.loads(p.read_text()) for p in paths)
+    hf_mt = results / HF_MT_STUDY / "results.json"
+    summary["hf_mt_study"] = json.loads(hf_mt.read_text()) if hf_mt.exists() else None
+    return summary, tune
 
 
 def render(text: str, path: Path, summary: dict, tune: dict) -> str:

@@ -632,7 +632,9 @@ def seeds_table(seeds, out: Path):
                      *(paired_cell(comparison(results, key))
                        for key in ("stage1", "stage2", "stage2_vs_control", "stage3")),
                      f"[results]({link}/results.md), [curves]({link}/curves.png)"))
-    return markdown_table(head, rows)
+    # a column no seed has (a summary of stage 11's runs has no fairseq-MT rows) is left out
+    keep = [i for i in range(len(head)) if any(row[i] != "—" for row in rows)]
+    return markdown_table([head[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
 
 def pooled_cell(figures: Optional[dict], metric="bleu"):
@@ -658,6 +660,8 @@ def finding_lines(seeds, summary: dict):
     texts = {results["seed"]: results["findings"] for _, results in seeds}
     lines = []
     for key, s in summary.items():
+        if len(s["not_checked"]) == s["n"]:  # no seed ran the rows the claim is about
+            continue
         line = f"- ({key}) holds on {s['holds']}/{s['n']} seeds"
         if s["not_holding"]:
             line += "; does not hold on seed " + ", ".join(map(str, s["not_holding"]))
