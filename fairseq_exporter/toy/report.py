@@ -443,8 +443,7 @@ def results_markdown(results: dict, commands: Optional[Path]):
             *control_line(results.get("stage2_vs_exporter_only"), "Stage 2 against the exporter-only ablation"),
             *control_line(results.get("stage2_vs_text_only"), "Stage 2 against the text-only ablation"),
             *split_lines(results.get("split")),
-            "## Findings on this seed", "", claims_sentence(), "",
-            *(f"- {finding['text']}" for finding in results["findings"].values()), "",
+            *findings_section(results["findings"]),
             f"BLEU signature: `{results['signature_bleu']}`  ",
             f"chrF signature: `{results['signature_chrf']}`", "",
             "![dev BLEU and L2 over updates](curves.png)", ""]
@@ -455,6 +454,14 @@ def results_markdown(results: dict, commands: Optional[Path]):
         text += [f"Time per stage: {time_line(results['seconds'])}.", ""]
     text += machine_lines(results.get("machine") or [])
     return "\n".join(text)
+
+
+def findings_section(findings: dict):
+    """The claims on this seed; none where the run has none of the paper's rows (stage 11 alone)."""
+    if all(finding["holds"] is None for finding in findings.values()):
+        return []
+    return ["## Findings on this seed", "", claims_sentence(), "",
+            *(f"- {finding['text']}" for finding in findings.values()), ""]
 
 
 def machine_lines(machines):
