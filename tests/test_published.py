@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 READMES = {REPO / "README.md": {"study", "ablations"}, REPO / "benchmarks/README.md": {"lm-backend", "cpu-pins"},
            REPO / "recipes/mustc/README.md": {"lm-memory"},
            REPO / "recipes/toy/README.md": {"settings", "seeds", "study", "findings", "ablations", "split", "time",
-                                             "lm-seeds", "lm", "machine", "demo"}}
+                                             "lm-seeds", "lm", "machine", "demo", "hf-mt-seeds", "hf-mt"}}
 RESULTS = REPO / "recipes/toy/results"
 
 
@@ -47,6 +47,29 @@ def test_the_committed_results_are_three_seeds_with_every_output_hashed():
         assert results["scale"] == "full" and results["n"] == 400
     tune = json.loads((RESULTS / "tune.json").read_text())
     assert tune["split"] == "dev" and tune["seed"] == 1 and tune["scale"] == "full"
+
+
+def test_the_hf_mt_rows_are_three_seeds_of_stage_11_with_their_outputs_hashed():
+    summary = json.loads((RESULTS / "hf-mt/results.json").read_text())
+    assert sorted(summary["seeds"]) == ["1", "2", "3"]
+    steps = {"onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt"}
+    for seed, results in summary["seeds"].items():
+        per_seed = json.loads((RESULTS / f"hf-mt/seed{seed}" / "results.json").read_text())
+        assert per_seed["generate_sha256"] == results["generate_sha256"]
+        assert steps <= set(results["generate_sha256"]) and results["scale"] == "full" and results["n"] == 400
+    # seed 1 ran on make demo's corpus and ASR: its 1-best is the published make demo run's
+    demo = json.loads((RESULTS / "demo/results.json").read_text())
+    assert summary["seeds"]["1"]["rows"]["hf_mt_onebest"]["wer"] == demo["rows"]["onebest"]["wer"]
+    assert summary["summary"]["hf_mt_stage2"]["n"] == 3 and summary["pooled"]["hf_mt_stage2"] is not None
+
+
+def test_a_missing_hf_mt_summary_is_named(tmp_path):
+    for name in ("results.json", "tune.json"):
+        (tmp_path / name).write_text((RESULTS / name).read_text())
+    path = tmp_path / "README.md"
+    path.write_text("<!-- results:hf-mt -->\n<!-- /results:hf-mt -->\n")
+    with pytest.raises(SystemExit, match="no hf-mt/results.json beside results.json"):
+        published.main([str(path), "--results", str(tmp_path)])
 
 
 def test_an_unknown_block_is_refused(tmp_path):

@@ -29,6 +29,7 @@ from fairseq_exporter.models.hf_frozen import (  # noqa: F401  (the LM back-end'
     external_prefixes,
     files_fingerprint,
     load_device,
+    load_frozen,
     max_positions_of,
     weights_fingerprint,
 )
@@ -44,32 +45,12 @@ class LMError(PromptError):
 
 def load_causal_lm(path: str, dtype: str = "float32", device: Optional[torch.device] = None):
     """The LM of a local Hugging Face directory, frozen and in eval mode, its weights read in
-    ``dtype`` (no float32 copy first) and onto ``device`` where one is given."""
+    ``dtype`` and onto ``device`` where one is given."""
     require_transformers()
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
     check_lm_dir(path)
-    if dtype not in LM_DTYPES:
-        raise LMError(f"--lm-dtype {dtype!r}: choose one of {', '.join(LM_DTYPES)}")
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except Exception as err:
-        raise LMError(f"{OPTION} {path}: cannot read its config.json ({err})") from err
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise LMError(f"{OPTION} {path}: a '{config.model_type}' model, not a causal LM "
-                      "(AutoModelForCausalLM cannot load it); the MT back-end takes --mt-checkpoint")
-    try:
-        placed = {} if device is None else {"device_map": {"": device}}
-        lm, info = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=LM_DTYPES[dtype],
-                                                        output_loading_info=True, **placed)
-    except Exception as err:
-        raise LMError(f"{OPTION} {path}: cannot load its weights ({type(err).__name__}: {err})") from err
-    if info.get("missing_keys"):  # e.g. an encoder (BERT) whose LM head would be random
-        missing = sorted(info["missing_keys"])
-        raise LMError(f"{OPTION} {path}: its weights lack {len(missing)} tensors of a '{config.model_type}' causal "
-                      f"LM ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): not a causal LM checkpoint")
-    return lm.eval().requires_grad_(False)
+    return load_frozen(path, dtype, device, "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING", option=OPTION,
+                       dtype_option="--lm-dtype", what="a causal LM", error=LMError,
+                       other="the MT back-end takes --mt-checkpoint (an encoder-decoder MT: --hf-mt-checkpoint)")
 
 
 CHECKPOINTING_OPTION = "--lm-gradient-checkpointing"

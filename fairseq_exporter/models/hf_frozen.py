@@ -15,6 +15,40 @@ LM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": to
 
 
 
+def load_frozen(path: str, dtype: str, device: Optional[torch.device], auto_class: str, mapping: str, *,
+                option: str, dtype_option: str, what: str, other: str, error=ValueError):
+    """A model of a local Hugging Face directory through ``transformers.<auto_class>``, frozen
+    and in eval mode, its weights read in ``dtype`` (no float32 copy first) and onto ``device``
+    where one is given. A directory whose config ``<mapping>`` does not list, or whose weights
+    lack tensors of that class (an encoder's random LM head), is refused: ``what`` names the
+    kind, ``other`` the option for the other kind."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto import modeling_auto
+
+    if dtype not in LM_DTYPES:
+        raise error(f"{dtype_option} {dtype!r}: choose one of {', '.join(LM_DTYPES)}")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        raise error(f"{option} {path}: cannot read its config.json ({err})") from err
+    if type(config) not in getattr(modeling_auto, mapping):
+        raise error(f"{option} {path}: a '{config.model_type}' model, not {what} "
+                    f"({auto_class} cannot load it); {other}")
+    try:
+        placed = {} if device is None else {"device_map": {"": device}}
+        model, info = getattr(transformers, auto_class).from_pretrained(
+            path, local_files_only=True, dtype=LM_DTYPES[dtype], output_loading_info=True, **placed)
+    except Exception as err:
+        raise error(f"{option} {path}: cannot load its weights ({type(err).__name__}: {err})") from err
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        noun = what.split(" ", 1)[1]  # "a causal LM" -> "causal LM"
+        raise error(f"{option} {path}: its weights lack {len(missing)} tensors of a '{config.model_type}' {noun} "
+                    f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): not {what} checkpoint")
+    return model.eval().requires_grad_(False)
+
+
 def load_device() -> Optional[torch.device]:
     """Where each rank loads the LM: under NCCL (fairseq's multi-GPU training) straight onto
     the rank's GPU, not N copies in host memory first; otherwise on the CPU, and fairseq moves

@@ -38,6 +38,7 @@ from fairseq_exporter.models.hf_frozen import (
     FrozenExternal,
     check_fingerprint,
     load_device,
+    load_frozen,
     max_positions_of,
 )
 from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
@@ -56,30 +57,10 @@ def load_seq2seq(path: str, dtype: str = "float32", device: Optional[torch.devic
     """The MT of a local Hugging Face directory, frozen and in eval mode, its weights read in
     ``dtype`` and onto ``device`` where one is given."""
     require_transformers(OPTION)
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
-
     check_hf_dir(path, OPTION)
-    if dtype not in LM_DTYPES:
-        raise HFMTError(f"--hf-mt-dtype {dtype!r}: choose one of {', '.join(LM_DTYPES)}")
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except Exception as err:
-        raise HFMTError(f"{OPTION} {path}: cannot read its config.json ({err})") from err
-    if type(config) not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
-        raise HFMTError(f"{OPTION} {path}: a '{config.model_type}' model, not an encoder-decoder MT "
-                        "(AutoModelForSeq2SeqLM cannot load it); a causal LM takes --lm-checkpoint")
-    try:
-        placed = {} if device is None else {"device_map": {"": device}}
-        mt, info = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True, dtype=LM_DTYPES[dtype],
-                                                         output_loading_info=True, **placed)
-    except Exception as err:
-        raise HFMTError(f"{OPTION} {path}: cannot load its weights ({type(err).__name__}: {err})") from err
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        raise HFMTError(f"{OPTION} {path}: its weights lack {len(missing)} tensors of a '{config.model_type}' "
-                        f"model ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
-    return mt.eval().requires_grad_(False)
+    return load_frozen(path, dtype, device, "AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING",
+                       option=OPTION, dtype_option="--hf-mt-dtype", what="an encoder-decoder MT", error=HFMTError,
+                       other="a causal LM takes --lm-checkpoint")
 
 
 def asr_to_mt_ids(asr_dict, tokenizer, asr_dict_name: str, location: str) -> Tensor:
