@@ -628,7 +628,8 @@ def mean_std_cell(mean, std):
 def seeds_table(seeds, out: Path):
     head = ("seed", "WER 1-best", "BLEU 1-best", "BLEU stage 1", "BLEU stage 2", "BLEU control",
             "BLEU adapted 1-best", "BLEU stage 3", "ΔBLEU stage 1 (p)", "ΔBLEU stage 2 (p)",
-            "ΔBLEU stage 2 vs control (p)", "ΔBLEU stage 3 (p)", "per-seed results")
+            "ΔBLEU stage 2 vs control (p)", "ΔBLEU stage 3 (p)", "WER HF MT 1-best", "BLEU HF MT 1-best",
+            "BLEU HF MT stage 2", "ΔBLEU HF MT stage 2 (p)", "ΔBLEU HF MT stage 2 vs control (p)", "per-seed results")
     rows = []
     for d, results in seeds:
         r = results["rows"]
@@ -638,6 +639,9 @@ def seeds_table(seeds, out: Path):
                        for name in ("onebest", "stage1", "stage2", "control", "adapted_onebest", "stage3")),
                      *(paired_cell(comparison(results, key))
                        for key in ("stage1", "stage2", "stage2_vs_control", "stage3")),
+                     fmt(r.get("hf_mt_onebest", {}).get("wer")),
+                     *(fmt(r.get(name, {}).get("bleu")) for name in ("hf_mt_onebest", "hf_mt_stage2")),
+                     *(paired_cell(comparison(results, key)) for key in ("hf_mt_stage2", "hf_mt_stage2_vs_control")),
                      f"[results]({link}/results.md), [curves]({link}/curves.png)"))
     # a column no seed has (a summary of stage 11's runs has no fairseq-MT rows) is left out
     keep = [i for i in range(len(head)) if any(row[i] != "—" for row in rows)]
