@@ -50,19 +50,24 @@ def seeds_table(summary: dict) -> str:
     return markdown_table(head, rows)
 
 
-def lm_seeds_table(summary: dict) -> str:
-    head = ("seed", "WER 1-best → after LM stage 2", "BLEU LM 1-best", "stage 1", "stage 2", "control",
+def text_model_seeds_table(seeds: dict, prefix: str, label: str, before: str, every_seed: bool, where: str) -> str:
+    """Per seed, the rows of another text model (``prefix``: ``lm_`` stage 9, ``hf_mt_`` stage
+    11): WER before (row ``before``) and after its stage 2, its 1-best, stages 1-2 and control.
+    A seed without them is skipped, or refused where ``every_seed``; none at all is refused."""
+    head = ("seed", f"WER 1-best → after {label}stage 2", f"BLEU {label}1-best", "stage 1", "stage 2", "control",
             "ΔBLEU stage 2 (p)", "ΔBLEU stage 2 vs control (p)")
     rows = []
-    for seed, results in sorted(summary["seeds"].items(), key=lambda kv: int(kv[0])):
+    for seed, results in sorted(seeds.items(), key=lambda kv: int(kv[0])):
         r = results["rows"]
-        if "lm_stage2" not in r:
+        if f"{prefix}stage2" not in r:
+            if every_seed:
+                raise PublishedError(f"{where}: seed {seed} has no {label}rows")
             continue
-        rows.append((seed, f"{fmt(r['onebest']['wer'])} → {fmt(r['lm_stage2']['wer'])}",
-                     *(fmt(r[name]["bleu"]) for name in ("lm_onebest", "lm_stage1", "lm_stage2", "lm_control")),
-                     paired_cell(r["lm_stage2"]), paired_cell(results.get("lm_stage2_vs_control"))))
+        rows.append((seed, f"{fmt(r[before]['wer'])} → {fmt(r[prefix + 'stage2']['wer'])}",
+                     *(fmt(r[prefix + name]["bleu"]) for name in ("onebest", "stage1", "stage2", "control")),
+                     paired_cell(r[prefix + "stage2"]), paired_cell(results.get(prefix + "stage2_vs_control"))))
     if not rows:
-        raise PublishedError("no seed has the LM rows (stage 9)")
+        raise PublishedError(f"{where}: no seed has the {label}rows")
     return markdown_table(head, rows)
 
 
@@ -72,21 +77,6 @@ def hf_mt_study(summary: dict) -> dict:
         raise PublishedError(f"no {HF_MT_STUDY}/results.json beside results.json (stage 11 on each seed, "
                              f"then report --summary over their results dirs --out {HF_MT_STUDY})")
     return study
-
-
-def hf_mt_seeds_table(study: dict) -> str:
-    head = ("seed", "WER 1-best → after stage 2", "BLEU HF MT 1-best", "stage 1", "stage 2", "control",
-            "ΔBLEU stage 2 (p)", "ΔBLEU stage 2 vs control (p)")
-    rows = []
-    for seed, results in sorted(study["seeds"].items(), key=lambda kv: int(kv[0])):
-        r = results["rows"]
-        if "hf_mt_stage2" not in r:
-            raise PublishedError(f"{HF_MT_STUDY}: seed {seed} has no HF MT rows (stage 11)")
-        rows.append((seed, f"{fmt(r['hf_mt_onebest']['wer'])} → {fmt(r['hf_mt_stage2']['wer'])}",
-                     *(fmt(r[name]["bleu"]) for name in ("hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2",
-                                                          "hf_mt_control")),
-                     paired_cell(r["hf_mt_stage2"]), paired_cell(results.get("hf_mt_stage2_vs_control"))))
-    return markdown_table(head, rows)
 
 
 def findings_lines(summary: dict) -> str:
@@ -215,10 +205,12 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
     "lm": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], LM),
-    "lm-seeds": lambda summary, tune: lm_seeds_table(summary),
+    "lm-seeds": lambda summary, tune: text_model_seeds_table(summary["seeds"], "lm_", "LM ", "onebest", False,
+                                                             "results.json (stage 9)"),
     "hf-mt": lambda summary, tune: report.comparisons_table(hf_mt_study(summary)["summary"],
                                                            hf_mt_study(summary)["pooled"], HF_MT),
-    "hf-mt-seeds": lambda summary, tune: hf_mt_seeds_table(hf_mt_study(summary)),
+    "hf-mt-seeds": lambda summary, tune: text_model_seeds_table(hf_mt_study(summary)["seeds"], "hf_mt_", "HF MT ",
+                                                                "hf_mt_onebest", True, f"{HF_MT_STUDY} (stage 11)"),
     "seeds": lambda summary, tune: seeds_table(summary),
     "split": lambda summary, tune: _split(summary),
     "findings": lambda summary, tune: findings_lines(summary),
