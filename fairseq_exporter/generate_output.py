@@ -8,6 +8,11 @@ reference transcript and the ASR 1-best, so that one run scores WER and BLEU:
                                           print for speech input)
     ASR-<id>\\t<ASR 1-best, detokenized>  (not A-: fairseq's --print-alignment prints A-)
 
+A hypothesis is one line: a Hugging Face text model's (an instruct LM's answer may hold line
+breaks) is printed with ``\\`` for a backslash and ``\\n`` / ``\\r`` for a line break
+(``one_line``), and the reader turns every H-/D-/T- text back (``from_one_line``). A fairseq MT
+writes its text unchanged, so its rare literal ``\\n`` would be read as a line break.
+
 On stdout (no ``--results-path``) these lines go to the same stream as fairseq's. With
 ``--results-path R`` fairseq writes ``R/generate-<subset>.txt``, a file it gives a task
 no handle on, so the task writes its lines to ``R/transcripts-<subset>.txt`` beside it
@@ -31,6 +36,20 @@ _FIELDS = {"S": "source", "ASR": "asr", "T": "reference", "H": "hypothesis", "D"
 
 class GenerateOutputError(Exception):
     """A generate output that cannot be read; the message names the file."""
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_UNESCAPE = re.compile(r"\\(\\|n|r)")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line of a generate output (a backslash and line breaks escaped)."""
+    return "".join(_ESCAPES.get(c, c) for c in text)
+
+
+def from_one_line(text: str) -> str:
+    """The text ``one_line`` wrote."""
+    return _UNESCAPE.sub(lambda m: {"\\": "\\", "n": "\n", "r": "\r"}[m.group(1)], text)
 
 
 def transcripts_path(results_path: str, subset: str) -> str:
@@ -94,6 +113,8 @@ def read_generate_output(path: Union[str, Path]) -> Dict[int, GenerateRecord]:
                     kind, sample_id, text = match.groups()
                     if kind in ("H", "D"):
                         text = text.partition("\t")[2]  # drop the "<score>\t" prefix
+                    if kind in ("H", "D", "T"):
+                        text = from_one_line(text)
                     record = records.setdefault(int(sample_id), GenerateRecord())
                     field = _FIELDS[kind]
                     if getattr(record, field) is None:

@@ -18,6 +18,7 @@ from typing import List, NamedTuple, Optional
 import torch
 
 from fairseq_exporter.data.hf_vocabulary import TokenizerDictionary, check_hf_dir, is_encoder_decoder, load_tokenizer
+from fairseq_exporter.generate_output import one_line
 
 OPTION = "--hf-mt-checkpoint"
 PROBE = "a b"  # any text: what the tokenizer writes around its pieces does not depend on it
@@ -157,4 +158,4 @@ class MTTargetDictionary(TokenizerDictionary):
             return "\n".join(self.string(t, bpe_symbol, escape_unk, extra_symbols_to_ignore, unk_string,
                                          include_eos) for t in tensor)
         ids = [int(i) for i in tensor if int(i) != self.pad_index and int(i) < self.n_rows]
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return one_line(self.tokenizer.decode(ids, skip_special_tokens=True).strip())  # one line of fairseq's output

@@ -57,7 +57,7 @@ def _digest(value) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:12]
 
 
-def tokenizer_fingerprint(tokenizer, path: str) -> str:
+def tokenizer_fingerprint(tokenizer, path: str, extra: Optional[dict] = None) -> str:
     """What of a tokenizer's configuration changes targets, stops and splits, part by part (a
     JSON object, so a mismatch can be named): its bos/eos/pad/unk tokens, its special and added
     tokens, its chat template, its vocabulary, and the bytes of its files (sentencepiece models
@@ -75,15 +75,17 @@ def tokenizer_fingerprint(tokenizer, path: str) -> str:
             with open(os.path.join(path, name), "rb") as f:
                 files.update(f.read())
     parts["files"] = files.hexdigest()[:12]
+    parts.update(extra or {})  # what else of the model decides how an answer ends
     return json.dumps(parts, sort_keys=True)
 
 
-def check_tokenizer_fingerprint(cfg, tokenizer, location: str, option: str, error=ValueError):
+def check_tokenizer_fingerprint(cfg, tokenizer, location: str, option: str, error=ValueError,
+                                extra: Optional[dict] = None):
     """A fresh build records the tokenizer's fingerprint (``cfg.tokenizer_fingerprint``); a
     rebuild refuses a tokenizer configured otherwise, naming what differs."""
     from omegaconf import open_dict
 
-    found = tokenizer_fingerprint(tokenizer, location)
+    found = tokenizer_fingerprint(tokenizer, location, extra)
     recorded = getattr(cfg, "tokenizer_fingerprint", None)
     if recorded is None:
         with open_dict(cfg):
@@ -92,7 +94,7 @@ def check_tokenizer_fingerprint(cfg, tokenizer, location: str, option: str, erro
         was, now = json.loads(recorded), json.loads(found)
         differ = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
         shown = "; ".join(f"{k}: {was.get(k)} then, {now.get(k)} now" if k in ("bos", "eos", "pad", "unk")
-                          else k for k in differ)
+                          or k.startswith("generation_config") else k for k in differ)
         raise error(f"{option} {location}: its tokenizer is not configured as when this exporter was trained "
                     f"(differs in {shown}); use the tokenizer files the exporter was trained with")
 

@@ -5,7 +5,8 @@ fairseq id == LM id for every LM token, so the LM's output layer is the decoder'
 layer unchanged. fairseq needs a padding index that is no real token: an LM without a pad
 token gets one extra symbol after its rows. Translations are tokenized from raw text as the
 LM writes them after the prompt (``encode_line``: the prompt template's ``answer_ids``), and
-hypotheses are detokenized as a user reads the answer (``string``: ``answer_text``): the config
+hypotheses are detokenized as a user reads the answer (``string``: ``answer_text``, on one
+line of fairseq's output: generate_output.py's ``one_line``): the config
 yaml's ``vocab_filename`` and ``bpe_tokenizer`` are not used on this side. The template is the
 model's (``--lm-prompt``): the model sets it when it is built, before any data is read.
 """
@@ -13,6 +14,7 @@ model's (``--lm-prompt``): the model sets it when it is built, before any data i
 import torch
 
 from fairseq_exporter.data import hf_vocabulary
+from fairseq_exporter.generate_output import one_line
 from fairseq_exporter.data.hf_vocabulary import EXTRA_PAD, TokenizerDictionary  # noqa: F401
 
 OPTION = "--lm-checkpoint"
@@ -74,4 +76,4 @@ class LMDictionary(TokenizerDictionary):
         if not include_eos:
             skip.add(self.eos_index)
         ids = [int(i) for i in tensor if int(i) not in skip and int(i) < self.n_rows]
-        return self._template().answer_text(ids)
+        return one_line(self._template().answer_text(ids))  # an instruct LM's answer may hold line breaks

@@ -57,6 +57,14 @@ class ExporterModelConfig(FairseqDataclass):
     lm_prompt: str = field(
         default=DEFAULT_PROMPT, metadata={"help": "--lm-checkpoint: the prompt template; {src} (exactly once) "
                                                   "is where the transcript goes"})
+    lm_chat: bool = field(
+        default=False, metadata={"help": "--lm-checkpoint: an instruct LM, prompted through its tokenizer's chat "
+                                         "template: --lm-prompt is the user's message (holding {src}), the prompt "
+                                         "is apply_chat_template(messages, add_generation_prompt=True), and the "
+                                         "answer ends at the LM's end-of-turn ids (generation_config.json "
+                                         "eos_token_id)"})
+    lm_system_prompt: Optional[str] = field(
+        default=None, metadata={"help": "--lm-chat: a system message before the user's"})
     lm_dtype: ChoiceEnum(list(LM_DTYPES)) = field(
         default="float32", metadata={"help": "--lm-checkpoint: the dtype the LM is loaded in"})
     lm_gradient_checkpointing: bool = field(

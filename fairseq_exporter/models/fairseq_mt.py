@@ -12,7 +12,7 @@ from omegaconf import open_dict
 
 from fairseq_exporter.models import pretrained
 from fairseq_exporter.models.dictionaries import check_same_dictionary
-from fairseq_exporter.models.text_model import TextModel, register_text_model
+from fairseq_exporter.models.text_model import TextModel, refuse_chat_options, register_text_model
 
 REBUILD_ADVICE = ("Train the ASR with the MT source vocabulary as its target vocabulary "
                   "(see examples/own_checkpoints.md).")
@@ -41,6 +41,7 @@ class FairseqMT(TextModel):
         if cfg.lm_gradient_checkpointing:
             raise ValueError("--lm-gradient-checkpointing recomputes the layers of the --lm-checkpoint LM; "
                              "the MT back-end (--mt-checkpoint) has none: leave it out")
+        refuse_chat_options(cfg, cls.OPTION)
 
     @classmethod
     def recorded(cls, cfg):

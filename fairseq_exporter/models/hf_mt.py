@@ -42,7 +42,7 @@ from fairseq_exporter.models.hf_frozen import (
     max_positions_of,
 )
 from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
-from fairseq_exporter.models.text_model import TextModel, register_text_model, reorder_source, source_encoder_out
+from fairseq_exporter.models.text_model import TextModel, refuse_chat_options, register_text_model, reorder_source, source_encoder_out
 
 PROMPT_CACHE = 65536  # 1-best layouts kept: a 1-best recurs across epochs
 VOCAB_ADVICE = ("Train the ASR on the MT tokenizer's source pieces: fairseq-exporter-mt-vocab writes them "
@@ -311,6 +311,7 @@ class HFMT(TextModel):
         if cfg.lm_gradient_checkpointing:
             raise ValueError("--lm-gradient-checkpointing recomputes the layers of the --lm-checkpoint LM; "
                              f"leave it out with {OPTION}")
+        refuse_chat_options(cfg, OPTION)
 
     @classmethod
     def read_and_check(cls, cfg, task, asr_part):

@@ -5,7 +5,10 @@ prompt embeddings, so that ``--coupling onebest`` is the cascade a user runs wit
     lm.generate(ids, do_sample=False, num_beams=BEAM, length_penalty=LENPEN, early_stopping=True,
                 min_new_tokens=MIN_LEN, max_new_tokens=MAX_LEN_B, eos_token_id=[eos] + stop_ids)
 
-and the answer is the text before its first line break. fairseq's options map onto it:
+and the answer is the text before its first line break; with ``--lm-chat``, ``ids =
+tokenizer.apply_chat_template(messages, add_generation_prompt=True)`` and the LM's own
+``generation_config.eos_token_id`` as the stop ids, the answer the text before the end of turn.
+fairseq's options map onto it:
 
     --beam -> num_beams             --lenpen -> length_penalty (score / length ** lenpen, length
     --nbest -> num_return_sequences            counting the token that ends the answer)
@@ -15,7 +18,8 @@ and the answer is the text before its first line break. fairseq's options map on
 
 A beam stops once it holds ``--beam`` finished hypotheses (``early_stopping=True``, as fairseq's
 beam search stops). The stop tokens are the LM's end-of-text and, when the template asks for the
-rest of the line, every token holding a line break (models/lm_prompt.py); the LM's own
+rest of the line, every token holding a line break (models/lm_prompt.py), or an instruct LM's
+end-of-turn ids; the LM's own
 ``generation_config`` (an instruct model's sampling defaults, its suppressed tokens) is set
 aside while generate() runs. Other search options
 are refused by name. The positional scores are the LM's log-probabilities of the chosen tokens:
@@ -64,7 +68,7 @@ class LMGenerator(TransformersSearch):
 
     def __init__(self, model, tgt_dict, args):
         super().__init__(model, tgt_dict, args)
-        self.stop_ids = sorted({self.eos, *model.decoder.template.stop_ids()})
+        self.stop_ids = model.decoder.template.search_stop_ids(self.eos)
 
     def generation_config(self, n_frames: int):
         from transformers import GenerationConfig

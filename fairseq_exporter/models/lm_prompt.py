@@ -26,10 +26,18 @@ the break is kept: ``hund.`` from ``.Ċ``), as ``generate()`` with those tokens 
 ends it; the translation targets are tokenized the same way: ``" " + translation + "\\n"``
 after the template, ending in that token, without ``</s>``. Where no token holds a line
 break (or the template has none after ``{src}``), ``</s>`` ends the answer.
+
+An instruct LM (``--lm-chat``): ``--lm-prompt`` is the user's message, and the prompt is the
+tokenizer's own chat template around it (an optional system message first), with the
+generation prompt: exactly ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)``
+(its rendered text tokenized without adding special tokens, as transformers does). The answer
+ends at the ids ``generate()`` stops at for that model (its ``generation_config.eos_token_id``:
+``<|eot_id|>``, ``<|im_end|>``, ``<end_of_turn>``), a line break inside it kept; the targets are
+the translation as the template writes an assistant turn, up to and with its end of turn.
 """
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # how a transcript is split is the ASR's data side (data/lm_pieces.py); the prompt reads it so
 from fairseq_exporter.data.lm_pieces import CONTEXT, in_context_ids, transcript_ids  # noqa: F401
@@ -39,8 +47,51 @@ DEFAULT_PROMPT = "Translate to German: {src}\nGerman:"
 STOP = "\n"
 
 
+# a transcript and a translation that the chat template is tried on: it must put a message's
+# text into the prompt unchanged, and write an assistant turn after its generation prompt
+PROBE_TRANSCRIPT, PROBE_ANSWER = "Two dogs see a cat.", "Zwei Hunde sehen eine Katze."
+
+
 class PromptError(ValueError):
     pass
+
+
+@dataclass
+class Chat:
+    """How an instruct LM is prompted (``--lm-chat``): its tokenizer's chat template, an
+    optional system message, and the ids its ``generate()`` stops at (the LM's
+    ``generation_config.eos_token_id``)."""
+
+    stop_ids: List[int]
+    system: Optional[str] = None
+    source: str = "the LM"  # where the tokenizer comes from, for messages
+
+    def messages(self, user: str, answer: Optional[str] = None) -> List[Dict[str, str]]:
+        found = [{"role": "system", "content": self.system}] if self.system else []
+        found.append({"role": "user", "content": user})
+        if answer is not None:
+            found.append({"role": "assistant", "content": answer})
+        return found
+
+    def render(self, tokenizer, user: str, answer: Optional[str] = None) -> str:
+        """The chat text of the messages: with the generation prompt, or ending in ``answer``'s turn."""
+        try:
+            return tokenizer.apply_chat_template(self.messages(user, answer), tokenize=False,
+                                                 add_generation_prompt=answer is None)
+        except Exception as err:  # jinja2's TemplateError (raise_exception in the template) and others
+            shown = " with --lm-system-prompt" if self.system else ""
+            raise PromptError(f"--lm-chat: the chat template of {self.source} refuses the messages{shown} "
+                              f"({type(err).__name__}: {err})") from err
+
+
+def generation_stop_ids(model) -> List[int]:
+    """The ids ``generate()`` stops at for ``model`` when given none: its generation_config's
+    ``eos_token_id`` (a list for Llama 3 Instruct), else its config's."""
+    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if found is None:
+        found = getattr(model.config, "eos_token_id", None)
+    found = [found] if isinstance(found, int) else list(found or [])
+    return sorted(set(int(i) for i in found))
 
 
 def leading_special_ids(tokenizer) -> List[int]:
@@ -77,14 +128,18 @@ class Prompt:
 class PromptTemplate:
     """``prefix {src} suffix`` for one LM tokenizer (see the module docstring)."""
 
-    def __init__(self, text: str, tokenizer):
+    def __init__(self, text: str, tokenizer, chat: Optional[Chat] = None):
         if text.count(SLOT) != 1:
             raise PromptError(f"--lm-prompt {text!r}: the template must hold {SLOT} exactly once "
                               f"(found {text.count(SLOT)})")
-        self.text, self.tokenizer = text, tokenizer
+        self.text, self.tokenizer, self.chat = text, tokenizer, chat
+        self._stop_ids: Optional[List[int]] = None
+        self.special_prefix = leading_special_ids(tokenizer)
+        if chat is not None:
+            self._use_chat_template(chat)
+            return
         self.prefix, self.suffix = text.split(SLOT)
         self.ends_at_newline = STOP in self.suffix  # the answer is the rest of the line
-        self.special_prefix = leading_special_ids(tokenizer)
         # a template that already starts with the tokenizer's own leading special text (a chat
         # text rendered by hand: "<|begin_of_text|>...") is tokenized as apply_chat_template
         # tokenizes its rendering, without adding it again
@@ -92,7 +147,40 @@ class PromptTemplate:
         self.add_special_tokens = not (lead and text.startswith(lead))
         # what the answer follows: a space after the template unless it ends in one
         self.answer_sep = "" if not self.suffix or self.suffix[-1].isspace() else " "
-        self._stop_ids: Optional[List[int]] = None
+
+    def _use_chat_template(self, chat: Chat):
+        """The prompt is the chat template's rendering of the message (see the module docstring)."""
+        tokenizer, where = self.tokenizer, f"--lm-chat: the chat template of {chat.source}"
+        if not getattr(tokenizer, "chat_template", None):
+            raise PromptError(f"--lm-chat: the tokenizer of {chat.source} has no chat template (tokenizer_config.json "
+                              "chat_template, or chat_template.jinja); without --lm-chat, --lm-prompt is the "
+                              "prompt's text")
+        if chat.system and SLOT in chat.system:
+            raise PromptError(f"--lm-system-prompt {chat.system!r}: {SLOT} goes in the user's message (--lm-prompt)")
+        if not chat.stop_ids:
+            raise PromptError(f"--lm-chat: {chat.source} names no end-of-turn ids (generation_config.json "
+                              "eos_token_id): the answer could not end")
+        rendered = chat.render(tokenizer, self.text)
+        if rendered.count(SLOT) != 1:
+            raise PromptError(f"{where} does not put the message {self.text!r} into the prompt once")
+        self.prefix, self.suffix = rendered.split(SLOT)
+        user = self.text.replace(SLOT, PROBE_TRANSCRIPT)
+        if chat.render(tokenizer, user) != self.prefix + PROBE_TRANSCRIPT + self.suffix:
+            raise PromptError(f"{where} changes the message's text (it renders {user!r} otherwise than "
+                              f"{self.text!r} with the transcript in {SLOT})")
+        asked = chat.render(tokenizer, user)
+        answered = chat.render(tokenizer, user, PROBE_ANSWER)
+        if not answered.startswith(asked) or answered[len(asked):].count(PROBE_ANSWER) != 1:
+            raise PromptError(f"{where} writes an assistant turn that does not continue its generation prompt "
+                              "(the translation targets are that turn)")
+        self.answer_head, self.answer_tail = answered[len(asked):].split(PROBE_ANSWER)
+        self.ends_at_newline, self.add_special_tokens, self.answer_sep = False, False, ""
+        self._stop_ids = sorted(set(chat.stop_ids))
+        self._stop_lookup = frozenset(self._stop_ids)
+        probe = in_context_ids(tokenizer, self.answer_head + PROBE_ANSWER + self.answer_tail, self.suffix)
+        if not any(i in self._stop_lookup for i in probe):
+            raise PromptError(f"{where} ends an assistant turn with {self.answer_tail!r}, which holds none of the "
+                              f"ids generate() stops at ({self._stop_ids}: generation_config.json eos_token_id)")
 
     # ---- the prompt ----------------------------------------------------------------------
     def transcript(self, lm_ids: Sequence[int]) -> Tuple[str, List[Optional[Tuple[int, int]]]]:
@@ -125,6 +213,12 @@ class PromptTemplate:
         """The prompt of a 1-best written as LM ids (see the module docstring)."""
         text, spans = self.transcript(lm_ids)
         prompt_text = self.prefix + text + self.suffix
+        if self.chat is not None:  # the template's own rendering (one that trims writes an empty message otherwise)
+            rendered = self.chat.render(self.tokenizer, self.text.replace(SLOT, text))
+            if rendered != prompt_text and text:
+                raise PromptError(f"--lm-chat: the chat template of {self.chat.source} renders the transcript "
+                                  f"{text!r} otherwise than the message {self.text!r} with it in {SLOT}")
+            prompt_text = rendered
         encoded = self.tokenizer(prompt_text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True)
         ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
         base = len(self.prefix)
@@ -170,11 +264,26 @@ class PromptTemplate:
     def answer_ids(self, translation: str) -> List[int]:
         """A translation's pieces as the LM writes them after the prompt, ending as an
         answer ends (see the module docstring)."""
+        if self.chat is not None:  # the assistant turn, up to and with its end of turn
+            ids = in_context_ids(self.tokenizer, self.answer_head + translation.strip() + self.answer_tail, self.suffix)
+            return self._through_first_stop(ids)
         text = self.answer_sep + translation.strip() + (STOP if self.ends_at_newline else "")
         return in_context_ids(self.tokenizer, text, self.suffix)
 
+    def _through_first_stop(self, ids: Sequence[int]) -> List[int]:
+        stops = self._stop_set()
+        for i, t in enumerate(ids):
+            if t in stops:
+                return list(ids[:i + 1])
+        return list(ids)
+
     def answer_text(self, ids: Sequence[int]) -> str:
-        text = self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        ids = list(ids)
+        if self.chat is not None:  # the text before the end of turn, line breaks kept
+            ids = self._through_first_stop(ids)
+            if ids and ids[-1] in self._stop_set():
+                ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         if self.ends_at_newline:
             text = text.split(STOP, 1)[0]
         return text.strip()
@@ -189,9 +298,14 @@ class PromptTemplate:
             self.stop_ids()
         return self._stop_lookup
 
+    def search_stop_ids(self, eos: int) -> List[int]:
+        """What generate() stops at: with a chat template the LM's own end-of-turn ids, as
+        generate() given none; else the end-of-text and the line-break tokens."""
+        return list(self.stop_ids()) if self.chat is not None else sorted({eos, *self.stop_ids()})
+
     def stop_ids(self) -> List[int]:
         """The tokens that end an answer: those whose text holds a line break (when the
-        template asks for the rest of the line)."""
+        template asks for the rest of the line); with a chat template, the end-of-turn ids."""
         if self._stop_ids is None and not self.ends_at_newline:
             self._stop_ids = []
         if self._stop_ids is None:

@@ -25,6 +25,7 @@ from fairseq_exporter.models.causal_lm import (
 from fairseq_exporter.models.dictionaries import check_same_dictionary
 from fairseq_exporter.models.exporter import nearest_rows
 from fairseq_exporter.models.hf_frozen import check_fingerprint
+from fairseq_exporter.models.lm_prompt import Chat, generation_stop_ids
 from fairseq_exporter.models.lm_ranks import check_same_lm_on_every_rank
 from fairseq_exporter.models.text_model import TextModel, register_text_model, reorder_source, source_encoder_out
 
@@ -67,6 +68,11 @@ class CausalLM(TextModel):
 
     # ---- loading and its checks ------------------------------------------------------------
     @classmethod
+    def check_options(cls, cfg):
+        if getattr(cfg, "lm_system_prompt", None) is not None and not getattr(cfg, "lm_chat", False):
+            raise LMError("--lm-system-prompt is the system message of the LM's chat template: give it with --lm-chat")
+
+    @classmethod
     def read_and_check(cls, cfg, task, asr_part):
         """ASR target vocab == task source vocab (each symbol an LM piece: build)."""
         src_name, _ = task.dictionary_files()
@@ -87,8 +93,12 @@ class CausalLM(TextModel):
         checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
         found = check_fingerprint(cfg, "lm_fingerprint", lm, cfg.lm_checkpoint, cls.OPTION, "LM", LMError)
         check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
-        check_tokenizer_fingerprint(cfg, lm_dict.tokenizer, cfg.lm_checkpoint, cls.OPTION, LMError)
-        template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer)
+        chat = (Chat(generation_stop_ids(lm), cfg.lm_system_prompt, cfg.lm_checkpoint)
+                if getattr(cfg, "lm_chat", False) else None)
+        # an instruct LM's answer ends at its generation_config's ids: a rebuild must stop at the same
+        ends = {"generation_config eos_token_id": chat.stop_ids} if chat is not None else None
+        check_tokenizer_fingerprint(cfg, lm_dict.tokenizer, cfg.lm_checkpoint, cls.OPTION, LMError, ends)
+        template = PromptTemplate(cfg.lm_prompt, lm_dict.tokenizer, chat)
         lm_dict.use_template(template)  # translations are tokenized as answers to this prompt
         src_name, _ = task.dictionary_files()
         source = LMSource(lm.get_input_embeddings(), asr_to_lm_ids(task.transcript_dictionary, lm_dict, src_name))

@@ -57,6 +57,15 @@ def text_model_named(cfg) -> Type["TextModel"]:
     return TEXT_MODELS[given[0] if given else DEFAULT_FIELD]
 
 
+def refuse_chat_options(cfg, option: str):
+    """--lm-chat and --lm-system-prompt prompt an instruct LM; the model ``option`` names is none."""
+    for name, value in (("--lm-chat", getattr(cfg, "lm_chat", False)),
+                        ("--lm-system-prompt", getattr(cfg, "lm_system_prompt", None))):
+        if value:
+            raise ValueError(f"{name} prompts an instruct --lm-checkpoint LM through its chat template; "
+                             f"leave it out with {option}")
+
+
 class TextModel:
     """One loaded text model of the cascade (see the module docstring)."""
 

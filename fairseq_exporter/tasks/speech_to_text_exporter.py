@@ -198,7 +198,8 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             def detok(tokens):
                 text = self.tgt_dict.string(tokens.int().cpu(), escape_unk=True)
                 text = bpe.decode(text) if bpe is not None else text
-                return tok.decode(text) if tok is not None else text
+                text = tok.decode(text) if tok is not None else text
+                return generate_output.from_one_line(text) if self.text_model.TOKENIZES_TARGETS else text
 
             pad = self.tgt_dict.pad()
             logging_output.update(bleu_statistics(
