@@ -34,7 +34,7 @@ def user_dir():
 # loadfile --no-loadscope-reorder` pytest-xdist hands whole files to the two workers in
 # collection order, so a long file started last cannot keep one worker busy for minutes after
 # the other has run out of work (xdist's own reorder, by number of tests, would undo this).
-SLOW_FILES_FIRST = ("test_toy_recipe.py", "test_mustc_recipe.py", "test_benchmarks.py", "test_lm_real_tokenizers.py",
+SLOW_FILES_FIRST = ("test_toy_recipe.py", "test_mustc_recipe.py", "test_benchmarks.py", "test_lm_real_tokenizers.py", "test_lm_chat.py",
                     "test_own_llm_doc.py", "test_lm_backend.py", "test_cli.py", "test_own_hf_mt_doc.py",
                     "test_hf_mt_backend.py", "test_reliability_runs.py", "test_own_checkpoints_doc.py")
 

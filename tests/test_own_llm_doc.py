@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("transformers")
 
 import tiny_lm  # noqa: E402
+from fairseq_exporter.generate_output import read_generate_output  # noqa: E402
 from test_own_checkpoints_doc import TINY_ASR, _quote, _show  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,9 @@ def test_own_llm_doc_runs_as_written(cascade, tmp_path):
     data.mkdir()
     for split in ("train", "dev", "test", "train_asr", "dev_asr"):
         shutil.copy(cascade["s2t"] / f"{split}.tsv", data)
-    variables = {"LLM": str(tiny_lm.build(tmp_path / "llm", "llama")), "DATA": str(data),
+    llm = tiny_lm.build(tmp_path / "llm", "llama")
+    variables = {"LLM": str(llm), "DATA": str(data), "INSTRUCT_LLM": str(tiny_lm.instruct(llm, tmp_path / "instruct")),
+                 "MESSAGE": "Translate to German: {src}", "SYSTEM": "Translate to German:",
                  "PROMPT": tiny_lm.PROMPT, "ASR_ARCH": TINY_ASR, "ASR_SIZE": "--max-tokens 4000 --max-update 30 --seed 1",
                  "STAGE_SIZE": "--max-tokens 4000 --max-update 3 --seed 1", "LLM_DTYPE": "float32"}
     doc_variables = re.findall(r"^([A-Z_]+)=", blocks["vars"], re.MULTILINE)
@@ -55,3 +58,6 @@ def test_own_llm_doc_runs_as_written(cascade, tmp_path):
     for coupling in ("onebest", "exporter"):
         assert (tmp_path / f"gen-llm-{coupling}" / "generate-test.txt").exists()
     assert "BLEU" in log
+    bash("chat")
+    records = read_generate_output(tmp_path / "gen-chat-onebest" / "generate-test.txt")
+    assert records and all(r.detok_hypothesis is not None for r in records.values())

@@ -52,3 +52,27 @@ def build(path: Path, arch: str = "llama", seed: int = 0, extra_words=(), tokeni
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# an instruct LM's chat template in the word tokenizer's words (a system message, the user's
+# message, "German:" as the assistant's header, the answer ending in </s>)
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ m.content }} "
+                 "{% elif m.role == 'user' %}{{ m.content }} German: {% else %}{{ m.content }}{{ eos_token }}"
+                 "{% endif %}{% endfor %}")
+
+
+def instruct(lm_dir: Path, path: Path) -> Path:
+    """The LM of ``lm_dir`` as an instruct model: the same weights and pieces, its tokenizer
+    with a chat template, its generation_config ending answers at </s>."""
+    import json
+    import shutil
+
+    shutil.copytree(lm_dir, path)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    generation = path / "generation_config.json"
+    settings = json.loads(generation.read_text()) if generation.exists() else {}
+    settings.update(eos_token_id=[2], do_sample=True, temperature=0.6)  # an instruct model's sampling defaults
+    generation.write_text(json.dumps(settings))
+    return path
