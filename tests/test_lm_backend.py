@@ -111,25 +111,68 @@ def test_onebest_is_the_users_text_cascade(cascade, lms, arch, beam):
         assert torch.allclose(hypos[row][0]["positional_scores"], expected, atol=1e-4), row
 
 
-def test_the_lms_own_generation_config_is_not_read(cascade, lms):
-    """An instruct model's generation_config (sampling, a repetition penalty) and the settings
-    whose default is None (suppressed tokens, bad words, a sequence bias, a forced end) do
-    not change fairseq-generate's search, greedy or beam: it is the one its options say."""
+# transformers' GenerationConfig fields that do not choose the tokens of a search: what is
+# returned or kept, caching and compilation, assisted decoding without an assistant given
+NOT_THE_SEARCH = {"_from_model_config", "transformers_version", "output_attentions", "output_hidden_states",
+                  "output_logits", "output_scores", "return_dict_in_generate", "use_cache", "cache_config",
+                  "cache_implementation", "max_cache_len", "compile_config", "disable_compile",
+                  "continuous_batching_config", "prefill_chunk_size", "is_assistant", "assistant_confidence_threshold",
+                  "assistant_early_exit", "assistant_ensemble_weight", "assistant_lookbehind", "target_lookbehind",
+                  "num_assistant_tokens", "num_assistant_tokens_schedule", "speculation_type", "use_mtp"}
+
+
+def _search_changing_values(first):
+    """For every GenerationConfig field that changes a search, a value that would change this
+    one (``first``: the first answer tokens of the plain search)."""
+    return {"do_sample": True, "temperature": 0.05, "top_k": 2, "top_p": 0.05, "min_p": 0.9, "typical_p": 0.05,
+            "epsilon_cutoff": 0.2, "eta_cutoff": 0.2, "top_h": 0.1, "num_beams": 3, "num_beam_groups": 2,
+            "diversity_penalty": 5.0, "penalty_alpha": 0.6, "repetition_penalty": 5.0,
+            "encoder_repetition_penalty": 5.0, "length_penalty": -5.0, "no_repeat_ngram_size": 1,
+            "encoder_no_repeat_ngram_size": 1, "bad_words_ids": [[first[-1]]], "force_words_ids": [[first[0]]],
+            "constraints": [], "renormalize_logits": True, "forced_bos_token_id": first[0],
+            "forced_eos_token_id": first[0], "remove_invalid_values": True,
+            "exponential_decay_length_penalty": (1, 5.0), "suppress_tokens": first, "begin_suppress_tokens": first,
+            "sequence_bias": {(first[0],): -9.0}, "guidance_scale": 3.0, "low_memory": True,
+            "watermarking_config": {"greenlist_ratio": 0.5, "bias": 9.0}, "num_return_sequences": 2,
+            "max_length": 2, "max_new_tokens": 1, "min_length": 50, "min_new_tokens": 6, "max_time": 1e-9,
+            "stop_strings": ["a"], "early_stopping": False, "eos_token_id": [first[0]], "pad_token_id": first[0],
+            "bos_token_id": first[0], "decoder_start_token_id": first[0], "token_healing": True,
+            "dola_layers": "high", "prompt_lookup_num_tokens": 2, "max_matching_ngram_size": 2}
+
+
+def test_the_lms_own_generation_config_is_not_read_field_by_field(cascade, lms):
+    """An instruct model's generation_config (sampling, a repetition penalty, suppressed
+    tokens, a forced end, stop strings...) does not change fairseq-generate's search: every
+    field of transformers' GenerationConfig that chooses tokens is set on the LM's own
+    generation_config, one at a time, and the greedy search is unchanged (the beam search
+    with all the beam's at once); a field transformers adds fails here by name until it is
+    placed in one list or the other."""
+    from transformers import GenerationConfig
+
     task, _, plain, sample, recognition = _setup(cascade, lms["llama"])
-    for beam in (1, 4):
-        before = _generate(task, plain, sample, beam, recognition)
-        first = sorted({int(h[0]["tokens"][0]) for h in before})
-        lm = plain.decoder.lm.module
-        kept = lm.generation_config
-        config = lm.generation_config = copy.deepcopy(kept)
-        config.do_sample, config.top_k, config.repetition_penalty, config.no_repeat_ngram_size = True, 3, 3.0, 1
-        config.suppress_tokens, config.bad_words_ids, config.sequence_bias = first, [[first[-1]]], {(first[0],): -9.0}
-        config.forced_eos_token_id, config.begin_suppress_tokens = first[0], first
+    before = {beam: [h[0]["tokens"].tolist() for h in _generate(task, plain, sample, beam, recognition)]
+              for beam in (1, 4)}
+    first = sorted({h[0] for h in before[1]})
+    values = _search_changing_values(first)
+    fields = set(GenerationConfig().to_dict())
+    assert fields - NOT_THE_SEARCH - set(values) == set(), "a GenerationConfig field neither list places"
+    lm = plain.decoder.lm.module
+    kept = lm.generation_config
+
+    def generate_with(beam, **settings):
+        lm.generation_config = copy.deepcopy(kept)
+        for name, value in settings.items():
+            setattr(lm.generation_config, name, value)
         try:
-            after = _generate(task, plain, sample, beam, recognition)
+            return [h[0]["tokens"].tolist() for h in _generate(task, plain, sample, beam, recognition)]
         finally:
             lm.generation_config = kept
-        assert [h[0]["tokens"].tolist() for h in before] == [h[0]["tokens"].tolist() for h in after], beam
+
+    for name in sorted(fields & set(values)):
+        assert generate_with(1, **{name: values[name]}) == before[1], name
+    beam_fields = ("num_beams", "length_penalty", "early_stopping", "no_repeat_ngram_size", "repetition_penalty",
+                   "num_return_sequences", "min_new_tokens", "suppress_tokens", "eos_token_id")
+    assert generate_with(4, **{name: values[name] for name in beam_fields}) == before[4]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
