@@ -227,3 +227,21 @@ def test_bad_chat_setups_are_named(family, tmp_path):
         (lm / name).unlink(missing_ok=True)
     with pytest.raises(PromptError, match="has no chat template"):
         build(family, text_model=("--lm-checkpoint", str(lm), "--lm-prompt", MESSAGE, "--lm-chat"))
+
+
+def test_prompt_fit_reads_the_chat_prompt(family, tmp_path, capsys):
+    """fairseq-exporter-lm-vocab --prompt-fit --lm-chat: transcripts in the LM's pieces, counted
+    in the chat template's prompt (the ASR writes the pieces the prompt holds)."""
+    from fairseq_exporter.cli import lm_vocab
+
+    if family["name"] != "chatml":
+        pytest.skip("one family is enough for the command")
+    _, tokenizer = _lm(str(family["lm"]))
+    lines = [" ".join(tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, t)))
+             for t in ("A dog sees a cat.", "The old man sees the dog.")]
+    (tmp_path / "test.pieces").write_text("\n".join(lines) + "\n")
+    lm_vocab.main([str(family["lm"]), "--prompt-fit", str(tmp_path / "test.pieces"), "--lm-chat",
+                   "--lm-prompt", MESSAGE, "--lm-system-prompt", "Translate."])
+    assert capsys.readouterr().out.startswith("2 transcripts")
+    with pytest.raises(SystemExit, match="give it with --lm-chat"):
+        lm_vocab.main([str(family["lm"]), "--prompt-fit", str(tmp_path / "test.pieces"), "--lm-system-prompt", "x"])

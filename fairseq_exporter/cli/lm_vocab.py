@@ -5,6 +5,7 @@ prompt holds (models/lm_prompt.py).
 
     fairseq-exporter-lm-vocab LM_DIR --out data/dict.lm.txt
     fairseq-exporter-lm-vocab LM_DIR --prompt-fit test.pieces [--lm-prompt TEMPLATE]
+    fairseq-exporter-lm-vocab LM_DIR --prompt-fit test.pieces --lm-chat --lm-prompt MESSAGE [--lm-system-prompt TEXT]
 """
 
 import argparse
@@ -14,15 +15,25 @@ from fairseq_exporter.data.lm_pieces import write_vocabulary
 from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT
 
 
-def prompt_fit(lm_dir: str, pieces_file: Path, template_text: str) -> dict:
+def prompt_fit(lm_dir: str, pieces_file: Path, template_text: str, chat: bool = False, system=None) -> dict:
     """Counts over the transcripts of ``pieces_file`` (one a line, space-separated LM pieces,
     as the ASR writes them): in how many the prompt holds a piece merged with the template's
     text (Llama 3's ``.Ċ``), or a piece the tokenizer splits otherwise than the transcript."""
     from fairseq_exporter.data.lm_vocabulary import load_tokenizer
-    from fairseq_exporter.models.lm_prompt import PromptTemplate
+    from fairseq_exporter.models.lm_prompt import Chat, PromptTemplate, generation_stop_ids
 
     tokenizer = load_tokenizer(lm_dir, "LM_DIR")
-    template = PromptTemplate(template_text, tokenizer)
+    if chat:  # the ids the LM's generate() stops at, from its generation_config (no weights loaded)
+        from transformers import AutoConfig, GenerationConfig
+
+        try:
+            generation = GenerationConfig.from_pretrained(lm_dir, local_files_only=True)
+        except OSError:  # no generation_config.json: the model config's eos
+            generation = GenerationConfig.from_model_config(AutoConfig.from_pretrained(lm_dir, local_files_only=True))
+        chat = Chat(generation_stop_ids(generation), system, lm_dir)
+    elif system is not None:
+        raise ValueError("--lm-system-prompt is the system message of the LM's chat template: give it with --lm-chat")
+    template = PromptTemplate(template_text, tokenizer, chat or None)
     vocab = tokenizer.get_vocab()
     counts = dict(transcripts=0, pieces=0, exact_pieces=0, edge_merges=0, inner_mismatches=0)
     for number, line in enumerate(pieces_file.read_text(encoding="utf-8").splitlines(), 1):
@@ -50,11 +61,15 @@ def main(argv=None):
     what.add_argument("--prompt-fit", type=Path, metavar="PIECES",
                       help="a file of transcripts in LM pieces (one a line, space-separated): count those "
                            "whose pieces are not all the pieces of the LM's text prompt")
-    parser.add_argument("--lm-prompt", default=DEFAULT_PROMPT, help="with --prompt-fit: the template")
+    parser.add_argument("--lm-prompt", default=DEFAULT_PROMPT,
+                        help="with --prompt-fit: the template (with --lm-chat: the user's message)")
+    parser.add_argument("--lm-chat", action="store_true",
+                        help="with --prompt-fit: the prompt is the LM's chat template around --lm-prompt")
+    parser.add_argument("--lm-system-prompt", default=None, help="with --lm-chat: a system message")
     args = parser.parse_args(argv)
     try:
         if args.prompt_fit is not None:
-            c = prompt_fit(args.lm_dir, args.prompt_fit, args.lm_prompt)
+            c = prompt_fit(args.lm_dir, args.prompt_fit, args.lm_prompt, args.lm_chat, args.lm_system_prompt)
             n = max(c["transcripts"], 1)
             print(f"{c['transcripts']} transcripts, {c['pieces']} pieces: the text prompt holds "
                   f"{c['exact_pieces'] / max(c['pieces'], 1):.1%} of the pieces as themselves; "

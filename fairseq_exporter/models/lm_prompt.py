@@ -84,12 +84,12 @@ class Chat:
                               f"({type(err).__name__}: {err})") from err
 
 
-def generation_stop_ids(model) -> List[int]:
-    """The ids ``generate()`` stops at for ``model`` when given none: its generation_config's
+def generation_stop_ids(generation_config, config=None) -> List[int]:
+    """The ids ``generate()`` stops at when given none: the model's generation_config's
     ``eos_token_id`` (a list for Llama 3 Instruct), else its config's."""
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found = getattr(generation_config, "eos_token_id", None)
     if found is None:
-        found = getattr(model.config, "eos_token_id", None)
+        found = getattr(config, "eos_token_id", None)
     found = [found] if isinstance(found, int) else list(found or [])
     return sorted(set(int(i) for i in found))
 

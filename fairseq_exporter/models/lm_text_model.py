@@ -93,7 +93,7 @@ class CausalLM(TextModel):
         checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
         found = check_fingerprint(cfg, "lm_fingerprint", lm, cfg.lm_checkpoint, cls.OPTION, "LM", LMError)
         check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
-        chat = (Chat(generation_stop_ids(lm), cfg.lm_system_prompt, cfg.lm_checkpoint)
+        chat = (Chat(generation_stop_ids(lm.generation_config, lm.config), cfg.lm_system_prompt, cfg.lm_checkpoint)
                 if getattr(cfg, "lm_chat", False) else None)
         # an instruct LM's answer ends at its generation_config's ids: a rebuild must stop at the same
         ends = {"generation_config eos_token_id": chat.stop_ids} if chat is not None else None
