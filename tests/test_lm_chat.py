@@ -183,7 +183,7 @@ def test_train_and_generate_through_the_fairseq_clis(family, user_dir, tmp_path)
          "--lm-chat", "--lm-system-prompt", system, "--lm-prompt", MESSAGE, "--freeze-asr", "--ast-weight", "0",
          "--onebest-max-len", "30", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000",
          "--max-update", "2", "--save-dir", str(save), "--no-epoch-checkpoints", "--no-progress-bar",
-         "--num-workers", "0", "--seed", "1", "--data-buffer-size", "0"])
+         "--num-workers", "0", "--seed", "1", "--data-buffer-size", "0", "--eval-bleu"])
     saved = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)["cfg"]["model"]
     assert saved["lm_chat"] and saved["lm_system_prompt"] == system
     run(["fairseq_cli.generate", str(family["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
