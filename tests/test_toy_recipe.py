@@ -1,6 +1,7 @@
-"""The main job's quick mode: every stage of recipes/toy/run.sh runs, over two seeds, and every
-row and file of the results is produced with sane values; the same seed gives the same bits.
-(The findings themselves come from the full run, not from a timed test.)"""
+"""The main job's quick mode: every stage of recipes/toy/run.sh runs on seed 1, and every row and
+file of the results is produced with sane values; --seeds runs each seed as its own study and
+summarizes them; the same seed gives the same bits. (The findings themselves come from the full
+run, not from a timed test.)"""
 
 import json
 import os
@@ -36,17 +37,20 @@ def run_recipe(*args):
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """The quick study over two seeds (stages 0-7 each, then the summary), and stages 8-11 on seed 1."""
+    """--seeds 1,2 through stage 0 (each seed's corpus), then the quick study on seed 1: stages 0-7
+    (its corpus already made), then stages 8-11. A second seed's whole study would repeat seed 1's
+    stages on another corpus: the summary over seeds is tested on a stand-in below."""
     root = tmp_path_factory.mktemp("toy")
     work, results = root / "work", root / "results"
-    seeds_log = run_recipe("--seeds", "1,2", "--work", work, "--results", results)
+    seeds_log = run_recipe("--seeds", "1,2", "--stop-stage", 0, "--work", work, "--results", results)
+    study_log = run_recipe("--work", work / "seed1", "--results", results / "seed1")
     extras_log = run_recipe("--stage", 8, "--stop-stage", 11, "--work", work / "seed1",
                             "--results", results / "seed1")
-    return work, results, seeds_log + extras_log
+    return work, results, seeds_log, study_log + extras_log
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
-    work, results, log = quick_study
+    work, results, _, log = quick_study
     for stage in range(12):
         assert f"Stage {stage}:" in log
     seed1, seed1_results = work / "seed1", results / "seed1"
@@ -89,26 +93,49 @@ def test_quick_study_produces_every_row_and_file(quick_study):
                                                    "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
     assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
                                               "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt"}
-    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:2] == ["0-7", "8-11"]
+    # (stage 0 first ran in --seeds 1,2; the study's stage 0 found the corpus made)
+    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:3] == ["0-0", "0-7", "8-11"]
     assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
     assert set(figures["findings"]) == set("abcd")
 
 
-def test_quick_study_summary_over_two_seeds(quick_study):
-    work, results, log = quick_study
+def test_seeds_runs_each_seed_as_its_own_study(quick_study):
+    work, results, seeds_log, _ = quick_study
+    for seed in (1, 2):  # the seed's run, with the options given, in its own dirs
+        assert f"seed {seed}: bash {REPO / 'recipes/toy/run.sh'} --scale quick --stop-stage 0 --seed {seed} " \
+            f"--work {work / f'seed{seed}'} --results {results / f'seed{seed}'}" in seeds_log
+        # each seed is its own study, seeded throughout
+        assert json.loads((work / f"seed{seed}/data/corpus.json").read_text())["arguments"]["seed"] == seed
+    assert (work / "seed1/data/st/train.tsv").read_text() != (work / "seed2/data/st/train.tsv").read_text()
+    assert not (results / "results.json").exists()  # no summary before stage 7
+
+
+def test_seeds_summarizes_the_seeds_results(quick_study, tmp_path):
+    # --seeds through stage 7 on two finished work dirs: each seed's report, then the summary over
+    # them. Seed 2's work dir is a stand-in: seed 1's, its corpus relabelled seed 2 (a seed's study
+    # is what the test above and test_quick_study_produces_every_row_and_file check).
+    work, _, _, _ = quick_study
+    seeds_work, results = tmp_path / "work", tmp_path / "results"
+    for seed in (1, 2):
+        shutil.copytree(work / "seed1", seeds_work / f"seed{seed}", symlinks=True)
+    corpus_json = seeds_work / "seed2/data/corpus.json"
+    corpus = json.loads(corpus_json.read_text())
+    corpus["arguments"]["seed"] = 2
+    corpus_json.write_text(json.dumps(corpus, indent=1))
+    log = run_recipe("--seeds", "1,2", "--stage", 7, "--stop-stage", 7, "--work", seeds_work, "--results", results)
+    assert "Stage 7:" in log and "Stage 5:" not in log
+    assert json.loads((results / "seed2/results.json").read_text())["seed"] == 2
     summary = json.loads((results / "results.json").read_text())
     assert set(summary["seeds"]) == {"1", "2"}
     assert summary["summary"]["stage2_vs_control"]["n"] == 2
+    assert summary["pooled"]["stage2"]["seeds"] == 2  # read from each seed's outputs
     assert (results / "seeds.png").stat().st_size > 10_000
     assert "stage 2 vs control" in (results / "results.md").read_text()
-    for seed in (1, 2):  # each seed is its own study, seeded throughout
-        assert json.loads((work / f"seed{seed}/data/corpus.json").read_text())["arguments"]["seed"] == seed
-    assert (work / "seed1/data/st/train.tsv").read_text() != (work / "seed2/data/st/train.tsv").read_text()
 
 
 def test_a_rerun_skips_what_is_done_and_rebuilds_the_same_table(quick_study):
-    work, results, _ = quick_study
+    work, results, _, _ = quick_study
     table = (results / "seed1/results.md").read_text()
     # stages 3-7 (the report reads every system's score, stages 8-10's included)
     log = run_recipe("--stage", 3, "--stop-stage", 7, "--work", work / "seed1", "--results", results / "seed1")
@@ -124,7 +151,7 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
     # corpus (espeak's noise), MT, ASR, the exporter stages and the decodes: a second run of
     # seed 1 must give identical weights and generate outputs (fairseq's checkpoints also hold
     # timings, so the weights are compared, not the files)
-    work, results, _ = quick_study
+    work, results, _, _ = quick_study
     again = tmp_path / "again"
     run_recipe("--seed", 1, "--stop-stage", 5, "--work", again, "--results", tmp_path / "results")
     assert (again / "data/st/fbank80.zip").read_bytes() == (work / "seed1/data/st/fbank80.zip").read_bytes()
@@ -143,7 +170,7 @@ def test_the_same_seed_gives_the_same_bits(quick_study, tmp_path):
 
 def test_tune_reads_no_test_split_and_writes_the_settings_the_study_reads(quick_study, tmp_path):
     # the dev protocol on seed 1's corpus and MT with every test split removed: it must not need one
-    work, _, _ = quick_study
+    work, _, _, _ = quick_study
     tune_work, results = tmp_path / "work", tmp_path / "results"
     for name in ("data", "mt", "mt-bin", "asr-20"):  # the study's 20-update ASR is one of the candidates
         shutil.copytree(work / "seed1" / name, tune_work / name)
