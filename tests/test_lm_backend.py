@@ -424,7 +424,8 @@ def test_vocab_exporter_on_an_lm_keeps_no_copy_of_its_table_and_starts_at_the_on
 def test_lm_gradient_checkpointing_recomputes_the_layers_and_changes_nothing(cascade, lms, arch):
     """--lm-gradient-checkpointing: the stage-2 loss and the ASR's and exporter's gradients
     through the frozen LM are those without it, while each LM layer runs twice per step (the
-    backward recomputes it); only the layers' own training flags are set (GPT-2's config has
+    backward recomputes it); the LM's table stays without gradient (its V x D rows would
+    otherwise grow one in the vocab exporter's mixing); only the layers' own training flags are set (GPT-2's config has
     dropout: any dropout on would change the loss); generation is unchanged."""
     runs = {}
     for checkpointing in (False, True):
@@ -435,6 +436,9 @@ def test_lm_gradient_checkpointing_recomputes_the_layers_and_changes_nothing(cas
         layers = [m for m in lm.modules() if isinstance(m, transformers.modeling_layers.GradientCheckpointingLayer)]
         training = {name for name, m in lm.named_modules() if m.training}
         assert training == ({name for name, m in lm.named_modules() if m in layers} if checkpointing else set())
+        # the frozen table's lookups carry no gradient of their own (transformers' input hook is off)
+        assert not model.encoder.lm_source.table().requires_grad
+        assert not lm.get_input_embeddings()(torch.tensor([[1, 2]])).requires_grad
         calls = []  # the layers' inner modules start in the forward, and again in a recompute
         hooks = [child.register_forward_pre_hook(lambda *_: calls.append(1)) for m in layers for child in m.children()]
         torch.manual_seed(1)

@@ -82,6 +82,12 @@ def checkpoint_lm_layers(lm: nn.Module) -> List[nn.Module]:
                           "a layer only in training mode, where such a layer behaves otherwise (e.g. a dropout of "
                           "its own), and the frozen LM stays in eval mode; train without it")
     lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    # transformers also hooks the input embeddings so that their output requires grad (for
+    # reentrant checkpointing of adapters); here that made every lookup of the frozen table, the
+    # exporter's L2 target and the vocab exporter's V x D rows included, grow a gradient of its
+    # own (250 MB and a V x D matmul a step with Llama 3's vocabulary at dim 512). Non-reentrant
+    # checkpointing needs no such hook: the exporter's outputs carry the gradient in.
+    lm.disable_input_require_grads()
     return [m for m in layers if m.gradient_checkpointing]
 
 
