@@ -1,5 +1,6 @@
 """--eval-bleu: generation settings from --eval-bleu-args, built once; the statistics a
-validation batch logs give the BLEU of its translations."""
+validation batch logs give the BLEU of its translations and the WER of the ASR 1-best the
+text model read (fairseq-exporter-score's WER on the same lines)."""
 
 import pytest
 import sacrebleu
@@ -30,6 +31,25 @@ def test_eval_bleu_args_set_the_search_and_each_batch_logs_bleu_statistics(casca
     assert expected.sys_len > 0
     assert [log[f"_bleu_counts_{i}"] for i in range(4)] == expected.counts
     assert log["_bleu_sys_len"] == expected.sys_len and log["_bleu_ref_len"] == expected.ref_len
+    # the 1-best's WER, as the scorer computes it from the ASR- and S- lines
+    from fairseq_exporter.cli.score import corpus_wer
+
+    _, recognition = task._translate(generator, [model], sample)
+    onebests = [task._detokenize_source(r) for r in recognition.onebest.tokens.tolist()]
+    transcripts = [task._detokenize_source(r) for r in sample["net_input"]["src_txt_tokens"].tolist()]
+    assert log["_wer_words"] == sum(len(t.split()) for t in transcripts) > 0
+    assert 100.0 * log["_wer_edits"] / log["_wer_words"] == pytest.approx(corpus_wer(transcripts, onebests))
+
+
+def test_valid_wer_is_derived_from_the_summed_edits():
+    from fairseq.logging import metrics
+
+    from fairseq_exporter.tasks.valid_bleu import log_wer, wer_statistics
+
+    batches = [wer_statistics(["a b c"], ["a b d"]), wer_statistics(["x"], ["x y z w"])]
+    with metrics.aggregate() as agg:
+        log_wer(batches)
+        assert agg.get_smoothed_values()["wer"] == pytest.approx(100.0 * (1 + 3) / (3 + 4), abs=0.01)
 
 
 @pytest.mark.parametrize("value", ["{beam: 2}", "[2]"])

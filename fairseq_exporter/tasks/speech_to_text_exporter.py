@@ -23,7 +23,7 @@ from fairseq_exporter.data.exporter_dataset import ExporterDataset, ExporterData
 from fairseq_exporter.models.coupling import COUPLINGS
 from fairseq_exporter.models.text_model import names_text_model, task_fields, text_model_named
 from fairseq_exporter.models.trainable import freeze_parameters_the_loss_never_uses
-from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu
+from fairseq_exporter.tasks.valid_bleu import bleu_statistics, log_bleu, log_wer, wer_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +188,11 @@ class SpeechToTextExporterTask(SpeechToTextTask):
 
         return criterions.build_criterion(args, self)
 
-    # ---- validation BLEU ---------------------------------------------------------
+    # ---- validation BLEU and WER -------------------------------------------------
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if getattr(self.args, "eval_bleu", False):
-            hypos, _ = self._translate(self._valid_generator, [model], sample)
+            hypos, recognition = self._translate(self._valid_generator, [model], sample)
             bpe, tok = self._valid_bpe, self._valid_tokenizer
 
             def detok(tokens):
@@ -205,12 +205,17 @@ class SpeechToTextExporterTask(SpeechToTextTask):
             logging_output.update(bleu_statistics(
                 [detok(h[0]["tokens"]) for h in hypos],
                 [detok(t[t.ne(pad)]) for t in sample["target"]]))
+            if "src_txt_tokens" in sample["net_input"]:  # the 1-best's WER, transcripts detokenized alike
+                logging_output.update(wer_statistics(
+                    [self._detokenize_source(row) for row in recognition.onebest.tokens.tolist()],
+                    [self._detokenize_source(row) for row in sample["net_input"]["src_txt_tokens"].tolist()]))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
         if getattr(self.args, "eval_bleu", False):
             log_bleu(logging_outputs)
+            log_wer(logging_outputs)
 
     # ---- generation -------------------------------------------------------------
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):

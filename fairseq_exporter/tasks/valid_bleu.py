@@ -1,6 +1,9 @@
-"""Dev-set BLEU during training (``--eval-bleu``), as fairseq's translation task does
-it: each validation batch logs sacreBLEU's n-gram statistics, which sum across batches
-and workers, and BLEU is derived from the sums (averaging per-batch BLEU would be wrong)."""
+"""Dev-set BLEU and WER during training (``--eval-bleu``), as fairseq's translation task does
+BLEU: each validation batch logs sacreBLEU's n-gram statistics, which sum across batches
+and workers, and BLEU is derived from the sums (averaging per-batch BLEU would be wrong).
+The WER of the ASR 1-best the text model read is logged alike (word edits and reference
+words summed, ``wer`` derived): the paper keeps the ASR's quality, and stage 2's dev WER
+against the 1-best's is how a run shows it."""
 
 import numpy as np
 import torch
@@ -20,10 +23,34 @@ def bleu_statistics(hypotheses, references) -> dict:
     return stats
 
 
+def wer_statistics(hypotheses, references) -> dict:
+    """Word edits and reference words (whitespace-separated words compared as they are, as
+    fairseq-exporter-score's WER)."""
+    import editdistance
+
+    refs = [r.split() for r in references]
+    return {"_wer_edits": sum(editdistance.eval(r, h.split()) for r, h in zip(refs, hypotheses)),
+            "_wer_words": sum(len(r) for r in refs)}
+
+
+def _total(logging_outputs, key):
+    value = sum(log.get(key, 0) for log in logging_outputs)
+    return value.cpu() if torch.is_tensor(value) else value
+
+
+def log_wer(logging_outputs) -> None:
+    words = _total(logging_outputs, "_wer_words")
+    if not words:
+        return
+    metrics.log_scalar_sum("_wer_edits", _total(logging_outputs, "_wer_edits"))
+    metrics.log_scalar_sum("_wer_words", words)
+    metrics.log_derived("wer", lambda meters: round(100.0 * meters["_wer_edits"].sum / meters["_wer_words"].sum, 2)
+                        if meters["_wer_words"].sum > 0 else float("nan"))
+
+
 def log_bleu(logging_outputs) -> None:
     def total(key):
-        value = sum(log.get(key, 0) for log in logging_outputs)
-        return value.cpu() if torch.is_tensor(value) else value
+        return _total(logging_outputs, key)
 
     totals = [total(f"_bleu_totals_{i}") for i in range(ORDER)]
     if max(totals) == 0:
