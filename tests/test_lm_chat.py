@@ -177,13 +177,15 @@ def test_train_and_generate_through_the_fairseq_clis(family, user_dir, tmp_path)
         pytest.skip("the fairseq CLIs run on one family (time)")
     system = "You translate English into German."
     save = tmp_path / "stage1"
-    run(["fairseq_cli.train", str(family["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
+    train = run(["fairseq_cli.train", str(family["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
          "--config-yaml", "config_st.yaml", "--train-subset", "train", "--valid-subset", "dev", "--arch", "exporter",
          "--criterion", "exporter", "--asr-checkpoint", str(family["asr"]), "--lm-checkpoint", str(family["lm"]),
          "--lm-chat", "--lm-system-prompt", system, "--lm-prompt", MESSAGE, "--freeze-asr", "--ast-weight", "0",
          "--onebest-max-len", "30", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "4000",
          "--max-update", "2", "--save-dir", str(save), "--no-epoch-checkpoints", "--no-progress-bar",
          "--num-workers", "0", "--seed", "1", "--data-buffer-size", "0", "--eval-bleu"])
+    valid = [line for line in (train.stdout + train.stderr).splitlines() if "valid on 'dev' subset" in line]
+    assert valid and "| bleu " in valid[-1] and "| wer " in valid[-1], valid  # --eval-bleu's dev BLEU and WER
     saved = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)["cfg"]["model"]
     assert saved["lm_chat"] and saved["lm_system_prompt"] == system
     run(["fairseq_cli.generate", str(family["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
