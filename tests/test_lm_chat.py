@@ -247,3 +247,53 @@ def test_prompt_fit_reads_the_chat_prompt(family, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("2 transcripts")
     with pytest.raises(SystemExit, match="give it with --lm-chat"):
         lm_vocab.main([str(family["lm"]), "--prompt-fit", str(tmp_path / "test.pieces"), "--lm-system-prompt", "x"])
+
+
+def test_template_variables_reach_the_template(family, tmp_path):
+    """--lm-chat-template-kwargs: a Qwen 3-style template with enable_thinking false closes an
+    empty think block in the generation prompt; the prompt is apply_chat_template(...,
+    enable_thinking=False), the targets the answer and the end of turn, the 1-best cascade the
+    user's. Without it, the answer the template writes starts with the think block."""
+    import json
+    import shutil
+
+    from fairseq_exporter.models.causal_lm import LMError
+
+    if family["name"] != "chatml":
+        pytest.skip("one family is enough for the template's variables")
+    lm = tmp_path / "lm"
+    shutil.copytree(family["lm"], lm)
+    config = json.loads((lm / "tokenizer_config.json").read_text())
+    config["chat_template"] = chat_lms.QWEN3_TEMPLATE
+    (lm / "tokenizer_config.json").write_text(json.dumps(config))
+    (lm / "chat_template.jinja").unlink(missing_ok=True)
+    qwen3 = dict(family, lm=lm)
+    _lm.cache_clear()
+    _, tokenizer = _lm(str(lm))
+    no_thinking = '{"enable_thinking": false}'
+    task, model = _model(qwen3, "onebest", "--lm-chat-template-kwargs", no_thinking)
+    messages = [{"role": "user", "content": MESSAGE.format(src="A dog sees.")}]
+    prompt = model.decoder.template.build(transcript_ids(tokenizer, "A dog sees."))
+    assert prompt.ids == _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False))
+    assert tokenizer.decode(prompt.ids).endswith("<think>\n\n</think>\n\n")
+    target = task.target_dictionary.encode_line("Der Hund sieht.").tolist()
+    assert tokenizer.decode(target) == "Der Hund sieht.<|im_end|>"
+    sample = first_batch(task, max_sentences=4)
+    tokens = _reference_pieces(task, sample)
+    hypos = _generate(task, model, sample, tokens, 1)
+    for row, ids in enumerate(tokens.tolist()):
+        text = MESSAGE.format(src=task._detokenize_source(ids))
+        ids_in = torch.tensor([_ids(tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                                  add_generation_prompt=True, enable_thinking=False))])
+        lm_model = _lm(str(lm))[0]
+        out = lm_model.generate(ids_in, attention_mask=torch.ones_like(ids_in), do_sample=False, max_new_tokens=MAX_NEW,
+                                min_new_tokens=1, pad_token_id=tokenizer.pad_token_id)[0, ids_in.size(1):].tolist()
+        stop = next((i for i, t in enumerate(out) if t in family["stops"]), None)
+        assert hypos[row][0]["tokens"].tolist() == (out if stop is None else out[:stop + 1])
+    task, model = _model(qwen3, "onebest")  # thinking on: the template writes the think block into the answer
+    assert model.decoder.template.answer_head == "<think>\n\n</think>\n\n"
+    with pytest.raises(LMError, match="--lm-chat-template-kwargs is for the LM's chat template"):
+        build(qwen3, text_model=("--lm-checkpoint", str(lm), "--lm-chat-template-kwargs", no_thinking))
+    with pytest.raises(ValueError, match="--lm-chat-template-kwargs: not a JSON object"):
+        _model(qwen3, "onebest", "--lm-chat-template-kwargs", "enable_thinking=false")
+    _lm.cache_clear()

@@ -65,6 +65,9 @@ class ExporterModelConfig(FairseqDataclass):
                                          "eos_token_id)"})
     lm_system_prompt: Optional[str] = field(
         default=None, metadata={"help": "--lm-chat: a system message before the user's"})
+    lm_chat_template_kwargs: Optional[str] = field(
+        default=None, metadata={"help": "--lm-chat: a JSON object of the chat template's own variables, passed to "
+                                        "apply_chat_template (e.g. '{\"enable_thinking\": false}' for Qwen 3)"})
     lm_dtype: ChoiceEnum(list(LM_DTYPES)) = field(
         default="float32", metadata={"help": "--lm-checkpoint: the dtype the LM is loaded in"})
     lm_gradient_checkpointing: bool = field(

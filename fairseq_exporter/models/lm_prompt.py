@@ -29,7 +29,8 @@ break (or the template has none after ``{src}``), ``</s>`` ends the answer.
 
 An instruct LM (``--lm-chat``): ``--lm-prompt`` is the user's message, and the prompt is the
 tokenizer's own chat template around it (an optional system message first), with the
-generation prompt: exactly ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)``
+generation prompt: exactly ``tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+**kwargs)`` (``--lm-chat-template-kwargs``: the template's variables, Qwen 3's ``enable_thinking``)
 (its rendered text tokenized without adding special tokens, as transformers does). The answer
 ends at the ids ``generate()`` stops at for that model (its ``generation_config.eos_token_id``:
 ``<|eot_id|>``, ``<|im_end|>``, ``<end_of_turn>``), a line break inside it kept; the targets are
@@ -65,6 +66,7 @@ class Chat:
     stop_ids: List[int]
     system: Optional[str] = None
     source: str = "the LM"  # where the tokenizer comes from, for messages
+    kwargs: Dict[str, object] = field(default_factory=dict)  # the template's own variables (enable_thinking)
 
     def messages(self, user: str, answer: Optional[str] = None) -> List[Dict[str, str]]:
         found = [{"role": "system", "content": self.system}] if self.system else []
@@ -77,7 +79,7 @@ class Chat:
         """The chat text of the messages: with the generation prompt, or ending in ``answer``'s turn."""
         try:
             return tokenizer.apply_chat_template(self.messages(user, answer), tokenize=False,
-                                                 add_generation_prompt=answer is None)
+                                                 add_generation_prompt=answer is None, **self.kwargs)
         except Exception as err:  # jinja2's TemplateError (raise_exception in the template) and others
             shown = " with --lm-system-prompt" if self.system else ""
             raise PromptError(f"--lm-chat: the chat template of {self.source} refuses the messages{shown} "

@@ -32,6 +32,14 @@ from fairseq_exporter.models.text_model import TextModel, register_text_model, r
 logger = logging.getLogger(__name__)
 
 
+def chat_template_kwargs(cfg) -> dict:
+    """--lm-chat-template-kwargs, parsed (a JSON object; an error naming the option otherwise)."""
+    from fairseq_exporter.data.s2t_layout import json_object
+
+    text = getattr(cfg, "lm_chat_template_kwargs", None)
+    return json_object(text, "--lm-chat-template-kwargs") if text else {}
+
+
 @register_text_model
 class CausalLM(TextModel):
     OPTION = "--lm-checkpoint"
@@ -69,8 +77,11 @@ class CausalLM(TextModel):
     # ---- loading and its checks ------------------------------------------------------------
     @classmethod
     def check_options(cls, cfg):
-        if getattr(cfg, "lm_system_prompt", None) is not None and not getattr(cfg, "lm_chat", False):
-            raise LMError("--lm-system-prompt is the system message of the LM's chat template: give it with --lm-chat")
+        for option, field in (("--lm-system-prompt", "lm_system_prompt"), ("--lm-chat-template-kwargs",
+                                                                          "lm_chat_template_kwargs")):
+            if getattr(cfg, field, None) is not None and not getattr(cfg, "lm_chat", False):
+                raise LMError(f"{option} is for the LM's chat template: give it with --lm-chat")
+        chat_template_kwargs(cfg)
 
     @classmethod
     def read_and_check(cls, cfg, task, asr_part):
@@ -93,8 +104,8 @@ class CausalLM(TextModel):
         checkpointed = checkpoint_lm_layers(lm) if cfg.lm_gradient_checkpointing else []
         found = check_fingerprint(cfg, "lm_fingerprint", lm, cfg.lm_checkpoint, cls.OPTION, "LM", LMError)
         check_same_lm_on_every_rank(found, cfg.lm_checkpoint)  # torch DDP does not broadcast the LM
-        chat = (Chat(generation_stop_ids(lm.generation_config, lm.config), cfg.lm_system_prompt, cfg.lm_checkpoint)
-                if getattr(cfg, "lm_chat", False) else None)
+        chat = (Chat(generation_stop_ids(lm.generation_config, lm.config), cfg.lm_system_prompt, cfg.lm_checkpoint,
+                     chat_template_kwargs(cfg)) if getattr(cfg, "lm_chat", False) else None)
         # an instruct LM's answer ends at its generation_config's ids: a rebuild must stop at the same
         ends = {"generation_config eos_token_id": chat.stop_ids} if chat is not None else None
         check_tokenizer_fingerprint(cfg, lm_dict.tokenizer, cfg.lm_checkpoint, cls.OPTION, LMError, ends)

@@ -60,7 +60,8 @@ def text_model_named(cfg) -> Type["TextModel"]:
 def refuse_chat_options(cfg, option: str):
     """--lm-chat and --lm-system-prompt prompt an instruct LM; the model ``option`` names is none."""
     for name, value in (("--lm-chat", getattr(cfg, "lm_chat", False)),
-                        ("--lm-system-prompt", getattr(cfg, "lm_system_prompt", None))):
+                        ("--lm-system-prompt", getattr(cfg, "lm_system_prompt", None)),
+                        ("--lm-chat-template-kwargs", getattr(cfg, "lm_chat_template_kwargs", None))):
         if value:
             raise ValueError(f"{name} prompts an instruct --lm-checkpoint LM through its chat template; "
                              f"leave it out with {option}")
