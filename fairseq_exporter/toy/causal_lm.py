@@ -118,6 +118,42 @@ def loss_of(model, ids, mask, labels, smoothing: float):
                                              ignore_index=-100, label_smoothing=smoothing)
 
 
+def fit(model, train, valid, args):
+    """Train ``model`` on ``train`` ((ids, first target position) items) for ``args.updates``
+    (Adam, warm-up then inverse square root, clipped, label smoothing 0.1), printing json lines;
+    then its dev NLL per target token on ``valid``. Returns (updates, epochs, dev NLL, start time)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / args.warmup, math.sqrt(args.warmup / (step + 1))))
+    rng = random.Random(args.seed)
+    started, update, epoch = time.time(), 0, 0
+    model.train()
+    while update < args.updates:
+        epoch += 1
+        for rows in batches(train, args.max_tokens, rng):
+            loss = loss_of(model, *collate(train, rows), smoothing=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            update += 1
+            if update % 100 == 0 or update == args.updates:
+                print(json.dumps({"epoch": epoch, "update": update, "train_loss": round(float(loss.detach()), 4),
+                                  "seconds": round(time.time() - started)}), flush=True)
+            if update >= args.updates:
+                break
+    model.eval()
+    with torch.no_grad():
+        total = n = 0
+        for rows in batches(valid, args.max_tokens, random.Random(0)):
+            ids, mask, labels = collate(valid, rows)
+            count = int(labels[:, 1:].ne(-100).sum())
+            total += float(loss_of(model, ids, mask, labels, smoothing=0.0)) * count
+            n += count
+    return update, epoch, round(total / n, 4), started
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the toy corpus dir (make_corpus --out)")
@@ -151,36 +187,8 @@ def main(argv=None):
                          num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     model = LlamaForCausalLM(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / args.warmup, math.sqrt(args.warmup / (step + 1))))
-    rng = random.Random(args.seed)
-    started, update, epoch = time.time(), 0, 0
-    model.train()
-    while update < args.updates:
-        epoch += 1
-        for rows in batches(train, args.max_tokens, rng):
-            loss = loss_of(model, *collate(train, rows), smoothing=0.1)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            update += 1
-            if update % 100 == 0 or update == args.updates:
-                print(json.dumps({"epoch": epoch, "update": update, "train_loss": round(float(loss.detach()), 4),
-                                  "seconds": round(time.time() - started)}), flush=True)
-            if update >= args.updates:
-                break
-    model.eval()
-    with torch.no_grad():
-        total = n = 0
-        for rows in batches(valid, args.max_tokens, random.Random(0)):
-            ids, mask, labels = collate(valid, rows)
-            count = int(labels[:, 1:].ne(-100).sum())
-            total += float(loss_of(model, ids, mask, labels, smoothing=0.0)) * count
-            n += count
-    summary = {"updates": update, "epochs": epoch, "valid_nll": round(total / n, 4), "parameters": sum(
+    update, epoch, valid_nll, started = fit(model, train, valid, args)
+    summary = {"updates": update, "epochs": epoch, "valid_nll": valid_nll, "parameters": sum(
         p.numel() for p in model.parameters()), "seconds": round(time.time() - started), **vars(args)}
     print(json.dumps(summary), flush=True)
     out.mkdir(parents=True, exist_ok=True)
