@@ -1,4 +1,7 @@
+import fcntl
 import os
+import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,10 +22,28 @@ REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_exporter")
 
 
+def shared(tmp_path_factory, name, build):
+    """build(folder)'s result, built once per test run in a folder every xdist worker sees (the
+    first worker to ask builds it, under a lock; the others wait for it and read it back).
+    What build writes there is the others' to read, not to change."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's basetemp, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed
+            folder.mkdir()
+            done.write_bytes(pickle.dumps(build(folder)))
+        return pickle.loads(done.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def cascade(tmp_path_factory):
-    """A tiny MT and ASR checkpoint trained with the stock fairseq CLIs, and their data."""
-    return tiny_cascade.build(tmp_path_factory.mktemp("cascade"))
+    """A tiny MT and ASR checkpoint trained with the stock fairseq CLIs, and their data (one
+    build shared by the xdist workers)."""
+    return shared(tmp_path_factory, "cascade", tiny_cascade.build)
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +55,12 @@ def user_dir():
 # loadfile --no-loadscope-reorder` pytest-xdist hands whole files to the two workers in
 # collection order, so a long file started last cannot keep one worker busy for minutes after
 # the other has run out of work (xdist's own reorder, by number of tests, would undo this).
-SLOW_FILES_FIRST = ("test_toy_recipe.py", "test_mustc_recipe.py", "test_benchmarks.py", "test_lm_real_tokenizers.py", "test_lm_chat.py",
-                    "test_own_llm_doc.py", "test_lm_backend.py", "test_cli.py", "test_own_hf_mt_doc.py",
-                    "test_hf_mt_backend.py", "test_reliability_runs.py", "test_own_checkpoints_doc.py")
+# The two toy files go first, one to each worker: both read the quick study (tests/toy_study.py)
+# that whichever asks first builds (shared), and test_toy_seed_and_tune.py asks for it last.
+SLOW_FILES_FIRST = ("test_toy_recipe.py", "test_toy_seed_and_tune.py", "test_mustc_recipe.py", "test_benchmarks.py",
+                    "test_lm_real_tokenizers.py", "test_lm_chat.py", "test_lm_backend.py", "test_cli.py",
+                    "test_own_hf_mt_doc.py", "test_own_llm_doc.py", "test_hf_mt_backend.py", "test_reliability_runs.py",
+                    "test_own_checkpoints_doc.py")
 
 
 def pytest_collection_modifyitems(config, items):
