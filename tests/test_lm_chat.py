@@ -31,6 +31,8 @@ from fairseq_exporter.models.coupling import Recognition  # noqa: E402
 from fairseq_exporter.models.onebest import OneBest  # noqa: E402
 
 MESSAGE = "Translate to German: {src}"
+# the CLI runs, the messages and the options: on the ChatML family alone (its module fixture reused)
+ONE_FAMILY = pytest.mark.parametrize("family", ["chatml"], indirect=True)
 MAX_NEW = 10
 
 
@@ -169,12 +171,11 @@ def test_the_system_message_is_the_templates(family):
     assert prompt.ids == _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
+@ONE_FAMILY
 def test_train_and_generate_through_the_fairseq_clis(family, user_dir, tmp_path):
     """fairseq-train with --lm-chat --lm-system-prompt, then fairseq-generate on its
     checkpoint: the 1-best cascade it prints (multi-line answers on one line each) is the
     user's chat cascade on the printed transcripts, and the scorer reads it."""
-    if family["name"] != "chatml":
-        pytest.skip("the fairseq CLIs run on one family (time)")
     system = "You translate English into German."
     save = tmp_path / "stage1"
     train = run(["fairseq_cli.train", str(family["s2t"]), "--user-dir", user_dir, "--task", "speech_to_text_exporter",
@@ -200,6 +201,7 @@ def test_train_and_generate_through_the_fairseq_clis(family, user_dir, tmp_path)
     assert any("\n" in r.detok_hypothesis for r in records.values()), "a multi-line answer read back whole"
 
 
+@ONE_FAMILY
 def test_bad_chat_setups_are_named(family, tmp_path):
     """--lm-system-prompt without --lm-chat; a tokenizer with no chat template; an LM whose
     generation_config then lists other end-of-turn ids than the checkpoint's."""
@@ -211,8 +213,6 @@ def test_bad_chat_setups_are_named(family, tmp_path):
     from fairseq_exporter.models.causal_lm import LMError
     from fairseq_exporter.models.lm_prompt import PromptError
 
-    if family["name"] != "chatml":
-        pytest.skip("one family is enough for the messages")
     with pytest.raises(LMError, match="--lm-system-prompt .* give it with --lm-chat"):
         build(family, text_model=("--lm-checkpoint", str(family["lm"]), "--lm-system-prompt", "Be brief."))
     lm = tmp_path / "lm"
@@ -231,13 +231,12 @@ def test_bad_chat_setups_are_named(family, tmp_path):
         build(family, text_model=("--lm-checkpoint", str(lm), "--lm-prompt", MESSAGE, "--lm-chat"))
 
 
+@ONE_FAMILY
 def test_prompt_fit_reads_the_chat_prompt(family, tmp_path, capsys):
     """fairseq-exporter-lm-vocab --prompt-fit --lm-chat: transcripts in the LM's pieces, counted
     in the chat template's prompt (the ASR writes the pieces the prompt holds)."""
     from fairseq_exporter.cli import lm_vocab
 
-    if family["name"] != "chatml":
-        pytest.skip("one family is enough for the command")
     _, tokenizer = _lm(str(family["lm"]))
     lines = [" ".join(tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, t)))
              for t in ("A dog sees a cat.", "The old man sees the dog.")]
@@ -249,6 +248,7 @@ def test_prompt_fit_reads_the_chat_prompt(family, tmp_path, capsys):
         lm_vocab.main([str(family["lm"]), "--prompt-fit", str(tmp_path / "test.pieces"), "--lm-system-prompt", "x"])
 
 
+@ONE_FAMILY
 def test_template_variables_reach_the_template(family, tmp_path):
     """--lm-chat-template-kwargs: a Qwen 3-style template with enable_thinking false closes an
     empty think block in the generation prompt; the prompt is apply_chat_template(...,
@@ -259,8 +259,6 @@ def test_template_variables_reach_the_template(family, tmp_path):
 
     from fairseq_exporter.models.causal_lm import LMError
 
-    if family["name"] != "chatml":
-        pytest.skip("one family is enough for the template's variables")
     lm = tmp_path / "lm"
     shutil.copytree(family["lm"], lm)
     config = json.loads((lm / "tokenizer_config.json").read_text())
