@@ -154,8 +154,9 @@ def fit(model, train, valid, args):
     return update, epoch, round(total / n, 4), started
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a toy LM's training (this module's and chat_lm.py's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True, help="the toy corpus dir (make_corpus --out)")
     parser.add_argument("--out", required=True, help="where the LM directory is saved")
     parser.add_argument("--updates", type=int, default=800)
@@ -165,7 +166,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--dim", type=int, default=128)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = training_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 

@@ -14,7 +14,6 @@ then the answer and ``<|eot_id|>``; the loss is on the answer's tokens only.
     python -m fairseq_exporter.toy.chat_lm --data work/toy/data --out work/toy/chat-lm --updates 800 --seed 1
 """
 
-import argparse
 import json
 import random
 import time
@@ -24,7 +23,7 @@ import torch
 
 from fairseq_exporter.data.lm_pieces import transcript_ids
 from fairseq_exporter.models.lm_prompt import Chat, PromptTemplate
-from fairseq_exporter.toy.causal_lm import detokenize, fit
+from fairseq_exporter.toy.causal_lm import detokenize, fit, training_parser
 
 BOS, EOS, END_OF_TURN = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
 SPECIALS = (BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", END_OF_TURN)
@@ -76,16 +75,7 @@ def examples(tokenizer, template: PromptTemplate, en_lines, de_lines):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="the toy corpus dir (make_corpus --out)")
-    parser.add_argument("--out", required=True, help="where the LM directory is saved")
-    parser.add_argument("--updates", type=int, default=800)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=6000)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--dim", type=int, default=128)
+    parser = training_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--vocab-size", type=int, default=1000, help="the byte-level BPE's pieces (specials included)")
     args = parser.parse_args(argv)
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
