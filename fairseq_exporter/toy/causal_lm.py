@@ -154,6 +154,19 @@ def fit(model, train, valid, args):
     return update, epoch, round(total / n, 4), started
 
 
+def fit_and_save(model, tokenizer, train, valid, args, out: Path, **facts):
+    """fit(), then the LM and its tokenizer saved under ``out`` with training.json (the summary
+    line it prints: updates, dev NLL, parameters, ``facts``, seconds, the options)."""
+    update, epoch, valid_nll, started = fit(model, train, valid, args)
+    summary = {"updates": update, "epochs": epoch, "valid_nll": valid_nll, "parameters": sum(
+        p.numel() for p in model.parameters()), **facts, "seconds": round(time.time() - started), **vars(args)}
+    print(json.dumps(summary), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def training_parser(description: str) -> argparse.ArgumentParser:
     """The options of a toy LM's training (this module's and chat_lm.py's)."""
     parser = argparse.ArgumentParser(description=description)
@@ -192,14 +205,7 @@ def main(argv=None):
                          num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
     model = LlamaForCausalLM(config)
-    update, epoch, valid_nll, started = fit(model, train, valid, args)
-    summary = {"updates": update, "epochs": epoch, "valid_nll": valid_nll, "parameters": sum(
-        p.numel() for p in model.parameters()), "seconds": round(time.time() - started), **vars(args)}
-    print(json.dumps(summary), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+    fit_and_save(model, tokenizer, train, valid, args, out)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,14 @@ then the answer and ``<|eot_id|>``; the loss is on the answer's tokens only.
     python -m fairseq_exporter.toy.chat_lm --data work/toy/data --out work/toy/chat-lm --updates 800 --seed 1
 """
 
-import json
 import random
-import time
 from pathlib import Path
 
 import torch
 
 from fairseq_exporter.data.lm_pieces import transcript_ids
 from fairseq_exporter.models.lm_prompt import Chat, PromptTemplate
-from fairseq_exporter.toy.causal_lm import detokenize, fit, training_parser
+from fairseq_exporter.toy.causal_lm import detokenize, fit_and_save, training_parser
 
 BOS, EOS, END_OF_TURN = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
 SPECIALS = (BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", END_OF_TURN)
@@ -102,15 +100,7 @@ def main(argv=None):
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=stops)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=stops)
-    update, epoch, valid_nll, started = fit(model, train, valid, args)
-    summary = {"updates": update, "epochs": epoch, "valid_nll": valid_nll, "parameters": sum(
-        p.numel() for p in model.parameters()), "vocabulary": len(tokenizer), "seconds": round(time.time() - started),
-        **vars(args)}
-    print(json.dumps(summary), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+    fit_and_save(model, tokenizer, train, valid, args, out, vocabulary=len(tokenizer))
 
 
 if __name__ == "__main__":
