@@ -100,7 +100,7 @@ def main(argv=None):
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=stops)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=stops)
-    fit_and_save(model, tokenizer, train, valid, args, out, vocabulary=len(tokenizer))
+    fit_and_save(model, tokenizer, train, valid, args, out, vocabulary=len(tokenizer), message=MESSAGE)
 
 
 if __name__ == "__main__":

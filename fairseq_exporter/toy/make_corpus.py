@@ -9,6 +9,9 @@ downstream is what a MuST-C user runs:
     DIR/st/{train,dev,test}.tsv      ST manifests: id audio n_frames src_text tgt_text speaker
     DIR/st/{train,dev,test}_asr.tsv  ASR manifests (MuST-C prep columns), tgt_text = English
     DIR/st/config_st.yaml, config_asr.yaml
+    DIR/st/dict.lm.txt, config_asr_lm.yaml, config_st_lm.yaml
+                                     with --lm-configs LM_DIR (stage 9): the ASR and the exporter
+                                     task on the LM tokenizer's pieces
     DIR/st/spm_{en,de}.model/.vocab, dict.{en,de}.txt
     DIR/text/general.{train,valid}.{en,de}    sentencepiece-encoded MT text, general domain
     DIR/text/task.{train,valid,test}.{en,de}  task domain: train = ST train + text-only pairs,
@@ -228,19 +231,41 @@ def train_sentencepiece(lines, prefix: Path, vocab_size: int, whole_words=()):
     return spm.SentencePieceProcessor(model_file=str(model_path))
 
 
+# the feature settings of every config (80 fbank, per-utterance mean-variance normalisation)
+FEATURES = {"input_channels": 1, "input_feat_per_channel": 80, "transforms": {"*": ["utterance_cmvn"]}}
+
+
 def write_configs(st_dir: Path):
     """config_st.yaml (the exporter task: both sides) and config_asr.yaml (the ASR)."""
     st_dir = st_dir.resolve()
-    features = {"input_channels": 1, "input_feat_per_channel": 80, "transforms": {"*": ["utterance_cmvn"]}}
 
     def bpe(lang):
         return s2t_layout.bpe_tokenizer_spec(str(st_dir / f"spm_{lang}.model"))
 
     s2t_layout.write_data_config(st_dir / "config_st.yaml", vocab_filename="dict.de.txt", bpe_tokenizer=bpe("de"),
                                  src_vocab_filename="dict.en.txt", src_bpe_tokenizer=bpe("en"),
-                                 features=features, audio_root=str(st_dir))
+                                 features=FEATURES, audio_root=str(st_dir))
     s2t_layout.write_data_config(st_dir / "config_asr.yaml", vocab_filename="dict.en.txt", bpe_tokenizer=bpe("en"),
-                                 features=features, audio_root=str(st_dir))
+                                 features=FEATURES, audio_root=str(st_dir))
+
+
+def write_lm_configs(st_dir: Path, lm_dir: Path):
+    """dict.lm.txt (the LM tokenizer's pieces, data/lm_pieces.py), config_asr_lm.yaml (an ASR
+    writing them) and config_st_lm.yaml (the exporter task reading such an ASR's transcripts):
+    the configs of write_configs with the English side in the LM's pieces."""
+    from fairseq_exporter.data.lm_pieces import write_vocabulary
+
+    st_dir, lm_dir = st_dir.resolve(), lm_dir.resolve()
+    if not (st_dir / "config_st.yaml").is_file():
+        raise SystemExit(f"{st_dir}: no corpus here (make it first: --out {st_dir.parent})")
+    write_vocabulary(str(lm_dir), st_dir / "dict.lm.txt", "--lm-configs")
+    pieces = {"bpe": "hf_tokenizer", "hf_tokenizer": str(lm_dir)}
+    s2t_layout.write_data_config(st_dir / "config_st_lm.yaml", vocab_filename="dict.de.txt",
+                                 bpe_tokenizer=s2t_layout.bpe_tokenizer_spec(str(st_dir / "spm_de.model")),
+                                 src_vocab_filename="dict.lm.txt", src_bpe_tokenizer=pieces,
+                                 features=FEATURES, audio_root=str(st_dir))
+    s2t_layout.write_data_config(st_dir / "config_asr_lm.yaml", vocab_filename="dict.lm.txt", bpe_tokenizer=pieces,
+                                 features=FEATURES, audio_root=str(st_dir))
 
 
 def generate_text(seed: int, sizes):
@@ -354,8 +379,13 @@ def main(argv=None):
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes synthesizing speech (the output does not depend on it)")
+    parser.add_argument("--lm-configs", type=Path, metavar="LM_DIR",
+                        help="only write OUT/st's configs for an ASR on this LM's pieces (the corpus made before)")
     args = parser.parse_args(argv)
-    make_corpus(args.out, args.seed, args.scale, args.workers)
+    if args.lm_configs:
+        write_lm_configs(args.out / "st", args.lm_configs)
+    else:
+        make_corpus(args.out, args.seed, args.scale, args.workers)
 
 
 if __name__ == "__main__":

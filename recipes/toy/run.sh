@@ -12,7 +12,7 @@
 #   bash recipes/toy/run.sh --seeds 1,2,3       # the study per seed + one report over them
 #                                               # (work/toy-seeds, results/toy-seeds)
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows
-#   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen decoder-only LM as the text model
+#   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen instruct LM as the text model
 #   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation)
 #   bash recipes/toy/run.sh --stage 11 --stop-stage 11  # a frozen Hugging Face encoder-decoder MT (Marian)
 #   bash recipes/toy/run.sh --tune              # the dev protocol: the grid behind every default, dev only
@@ -204,11 +204,13 @@ last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
-train_asr() {  # N: the ASR of an N-update budget in WORK/asr-N (its lr decays to the end of N);
+train_asr() {  # N [name config]: the ASR of an N-update budget in WORK/NAME (default asr-N; its
+  # lr decays to the end of N) on the data config CONFIG (default config_asr.yaml: the MT's pieces);
   # the study's ASR and the dev protocol's candidates are the same runs
-  local n=$1 save=$work/asr-$1
+  local n=$1 name=${2:-asr-$1} config=${3:-config_asr.yaml}
+  local save=$work/$name
   step_done "$save" "$n" && return
-  run "train-asr-$n" fairseq_cli.train "$st" --task speech_to_text --config-yaml config_asr.yaml \
+  run "train-$name" fairseq_cli.train "$st" --task speech_to_text --config-yaml "$config" \
     --train-subset train_asr --valid-subset dev_asr --arch s2t_transformer "${asr_arch[@]}" \
     --share-decoder-input-output-embed --dropout 0.1 \
     --criterion label_smoothed_cross_entropy_with_ctc --ctc-weight 0.5 --label-smoothing 0.1 --report-accuracy \
@@ -217,7 +219,7 @@ train_asr() {  # N: the ASR of an N-update budget in WORK/asr-N (its lr decays t
     --clip-norm 10 --max-tokens $max_tokens_asr --max-update "$n" \
     --save-dir "$save" "${common[@]}" --user-dir "$user_dir"
   mark_done "$save" "$n"
-  log "  ASR ($n updates): $(grep '| dev_asr |' "$work/logs/train-asr-$n.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
+  log "  ASR ($n updates, $config): $(grep '| dev_asr |' "$work/logs/train-$name.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
 }
 
 use_asr() {  # N: WORK/asr -> asr-N, the ASR every later stage reads
@@ -238,7 +240,8 @@ use_asr() {  # N: WORK/asr -> asr-N, the ASR every later stage reads
 }
 
 exporter_train() {  # name save_dir text_model max_update exporter-source extra-flags...
-  # text_model: an MT checkpoint file, an LM directory (stage 9) or an HF MT directory (stage 11)
+  # text_model: an MT checkpoint file, an LM directory (stage 9) or an HF MT directory (stage 11);
+  # the ASR is WORK/asr and the data config config_st.yaml unless $asr_dir and $st_config say otherwise
   local name=$1 save=$2 text=$3 updates=$4 source=$5; shift 5
   local text_model=(--mt-checkpoint "$text")
   # the LM's vocab exporter trains a copy of its table, as on the MT (the toy LM's table is
@@ -247,9 +250,9 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
   [ -d "$text" ] && grep -q '"is_encoder_decoder": true' "$text/config.json" && text_model=(--hf-mt-checkpoint "$text")
   step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
-    --task speech_to_text_exporter --config-yaml config_st.yaml \
+    --task speech_to_text_exporter --config-yaml "${st_config:-config_st.yaml}" \
     --train-subset train --valid-subset dev \
-    --arch exporter --asr-checkpoint "$work/asr/checkpoint_best.pt" "${text_model[@]}" \
+    --arch exporter --asr-checkpoint "${asr_dir:-$work/asr}/checkpoint_best.pt" "${text_model[@]}" \
     --exporter-source "$source" --exporter-type "$exporter_type" --exporter-hidden-dim 256 \
     --criterion exporter --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
@@ -262,18 +265,18 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
   log "  $name: $(last_dev "train-$name")"
 }
 
-evaluate() {  # name checkpoint coupling [baseline-name]
+evaluate() {  # name checkpoint coupling [baseline-name] (the data config: as exporter_train's)
   local name=$1 ckpt=$2 coupling=$3 baseline=${4:-}
   local out=$work/gen/$name
   if [ ! -f "$out/generate-test.txt" ]; then
     run "generate-$name" fairseq_cli.generate "$st" --user-dir "$user_dir" \
-      --task speech_to_text_exporter --config-yaml config_st.yaml --gen-subset test \
+      --task speech_to_text_exporter --config-yaml "${st_config:-config_st.yaml}" --gen-subset test \
       --path "$ckpt" --coupling "$coupling" --beam 5 --max-tokens $max_tokens_st --results-path "$out" \
       --onebest-max-len $onebest_max_len "${gen_len[@]}"
   fi
   if [ "$coupling" = exporter ] || [ "$coupling" = posterior ] && [ ! -f "$work/logs/validate-$name.log" ]; then
     run "validate-$name" fairseq_cli.validate "$st" --user-dir "$user_dir" \
-      --task speech_to_text_exporter --config-yaml config_st.yaml --valid-subset test \
+      --task speech_to_text_exporter --config-yaml "${st_config:-config_st.yaml}" --valid-subset test \
       --path "$ckpt" --coupling "$coupling" --max-tokens $max_tokens_st --log-format json \
       --onebest-max-len $onebest_max_len
   fi
@@ -512,25 +515,33 @@ fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   stage_started=$(date +%s)
-  log "Stage 9: a frozen decoder-only LM as the text model (stages 1-2 and the control again)"
-  # A small Llama-architecture LM trained on the general-domain text as a prompted translator
-  # (its tokenizer holds the toy's pieces), saved as a Hugging Face directory, then frozen.
+  log "Stage 9: a frozen instruct LM as the text model, prompted through its chat template (stages 1-2 and the control again)"
+  # A small Llama-architecture instruct LM trained on the general-domain text as chat turns, with a
+  # byte-level BPE tokenizer (Llama 3's split and specials) and Llama 3 Instruct's chat template,
+  # saved as a Hugging Face directory, then frozen (--lm-checkpoint --lm-chat). Its pieces are not
+  # the MT's: an ASR of the same budget writes them (fairseq-exporter-lm-vocab's dictionary).
   if ! step_done "$work/lm" $lm_updates; then
-    run train-lm fairseq_exporter.toy.causal_lm --data "$data" --out "$work/lm" --updates $lm_updates \
+    run train-lm fairseq_exporter.toy.chat_lm --data "$data" --out "$work/lm" --updates $lm_updates \
       --seed "$seed" "${lm_arch[@]}"
     mark_done "$work/lm" $lm_updates
     log "  LM: $(grep '"valid_nll"' "$work/logs/train-lm.log" | tail -n 1 | cut -c1-120)"
   fi
-  exporter_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
+  "$python" -m fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
+  train_asr "$asr_updates" asr-lm config_asr_lm.yaml
+  # the user's message the LM was trained on (chat_lm.py's), {src} the transcript
+  lm_message=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["message"])' "$work/lm/training.json")
+  lm_train() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml exporter_train "$@" --lm-chat --lm-prompt "$lm_message"; }
+  lm_evaluate() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml evaluate "$@"; }
+  lm_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
     --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
-  evaluate onebest-lm "$work/stage1-lm/checkpoint_best.pt" onebest
-  evaluate stage1-lm "$work/stage1-lm/checkpoint_best.pt" exporter onebest-lm
-  exporter_train stage2-lm "$work/stage2-lm" "$work/lm" $stage2_updates ctc \
+  lm_evaluate onebest-lm "$work/stage1-lm/checkpoint_best.pt" onebest
+  lm_evaluate stage1-lm "$work/stage1-lm/checkpoint_best.pt" exporter onebest-lm
+  lm_train stage2-lm "$work/stage2-lm" "$work/lm" $stage2_updates ctc \
     --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" "${stage2_flags[@]}"
-  evaluate stage2-lm "$work/stage2-lm/checkpoint_best.pt" exporter onebest-lm
-  exporter_train control-lm "$work/control-lm" "$work/lm" $control_updates ctc \
+  lm_evaluate stage2-lm "$work/stage2-lm/checkpoint_best.pt" exporter onebest-lm
+  lm_train control-lm "$work/control-lm" "$work/lm" $control_updates ctc \
     --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" "${control_flags[@]}"
-  evaluate control-lm "$work/control-lm/checkpoint_best.pt" onebest onebest-lm
+  lm_evaluate control-lm "$work/control-lm/checkpoint_best.pt" onebest onebest-lm
   score stage2-lm-vs-control "$work/gen/stage2-lm/generate-test.txt" "$work/gen/control-lm/generate-test.txt" \
     "$work/gen/stage2-lm/vs-control.json"
   add_rows "the LM rows"
