@@ -73,3 +73,41 @@ def test_the_asr_can_write_its_pieces(chat_lm_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(chat_lm_dir, local_files_only=True)
     for en, _ in tiny_cascade.sentences(20, 9):
         assert set(tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, en))) <= pieces, en
+
+
+def test_stage9_configs_put_the_transcripts_in_the_lm_pieces(chat_lm_dir, tmp_path):
+    """make_corpus --lm-configs (toy stage 9): an ASR config and an exporter-task config whose
+    English side is the LM's dictionary and its hf_tokenizer pieces; the German side and the
+    features as the corpus's own configs."""
+    from argparse import Namespace
+
+    import yaml
+    from fairseq.data.encoders import build_bpe
+    from transformers import AutoTokenizer
+
+    from fairseq_exporter.toy import make_corpus
+
+    data = tmp_path / "data"
+    with pytest.raises(SystemExit, match="no corpus here"):
+        make_corpus.main(["--out", str(data), "--lm-configs", str(chat_lm_dir)])
+    (data / "st").mkdir(parents=True)
+    for lang in ("en", "de"):
+        (data / "st" / f"spm_{lang}.model").write_bytes(b"")  # (only their paths are written)
+    make_corpus.write_configs(data / "st")
+    make_corpus.main(["--out", str(data), "--lm-configs", str(chat_lm_dir)])
+
+    def config(name):
+        return yaml.safe_load((data / "st" / name).read_text())
+
+    asr, task, own = config("config_asr_lm.yaml"), config("config_st_lm.yaml"), config("config_st.yaml")
+    assert asr["vocab_filename"] == task["src_vocab_filename"] == "dict.lm.txt"
+    assert asr["bpe_tokenizer"] == task["src_bpe_tokenizer"] == {"bpe": "hf_tokenizer",
+                                                                  "hf_tokenizer": str(chat_lm_dir.resolve())}
+    for key in ("vocab_filename", "bpe_tokenizer", "transforms", "audio_root", "input_feat_per_channel"):
+        assert task[key] == own[key], key
+    # the ASR's targets: the pieces the LM reads in the prompt's {src} slot, all in its dictionary
+    tokenizer = AutoTokenizer.from_pretrained(chat_lm_dir, local_files_only=True)
+    written = build_bpe(Namespace(**asr["bpe_tokenizer"])).encode("the dog sees the cat").split()
+    assert written == tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, "the dog sees the cat"))
+    pieces = {line.split()[0] for line in (data / "st" / "dict.lm.txt").read_text().splitlines()}
+    assert set(written) <= pieces

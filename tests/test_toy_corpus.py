@@ -287,22 +287,3 @@ def test_ambiguous_nouns_and_their_task_synonyms_are_single_english_pieces(corpu
     for word in words:
         assert model.encode(f"the {word}", out_type=str) == ["\u2581the", "\u2581" + word], word
     assert model.encode("banks", out_type=str)[0] == "\u2581bank"
-
-
-def test_stage9_lm_tokenizer_writes_english_as_the_asr_does(corpus):
-    """Toy stage 9: the LM's tokenizer splits each task transcript's text into the pieces the
-    ASR writes (the English sentencepiece model's), so the LM's text prompt holds the ASR's
-    pieces; German answers end at the line break."""
-    pytest.importorskip("transformers")
-    from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptTemplate
-    from fairseq_exporter.toy.causal_lm import build_tokenizer
-
-    english = [line for split in ("general", "task") for line in
-               (corpus / "text" / f"{split}.train.en").read_text().splitlines()]
-    tokenizer = build_tokenizer([corpus / "st" / "spm_en.model", corpus / "st" / "spm_de.model"],
-                                first_text=english)
-    template, vocab = PromptTemplate(DEFAULT_PROMPT, tokenizer), tokenizer.get_vocab()
-    lines = [line for split in ("valid", "test") for line in (corpus / "text" / f"task.{split}.en").read_text().splitlines()]
-    prompts = [template.build(tuple(vocab[p] for p in line.split())) for line in lines]
-    assert lines and all(p.inner_mismatches == 0 and p.edge_merges == 0 for p in prompts)
-    assert tokenizer.convert_ids_to_tokens(template.answer_ids("Der Fluss."))[-1] == "\n"

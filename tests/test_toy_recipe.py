@@ -34,7 +34,9 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert "Stage 2 against the exporter-only ablation: ΔBLEU" in table
     assert "Stage 2 against the text-only ablation: ΔBLEU" in table
     assert "| stage 2 vs control |" in table  # the split by ambiguous noun
-    assert "--lm-checkpoint" in table and (seed1 / "lm" / "config.json").exists()
+    assert "--lm-checkpoint" in table and "--lm-chat" in table and (seed1 / "lm" / "config.json").exists()
+    # stage 9's ASR writes the LM's pieces
+    assert "--config-yaml config_asr_lm.yaml" in table and (seed1 / "asr-lm" / "checkpoint_best.pt").exists()
     assert "--hf-mt-checkpoint" in table and (seed1 / "hf-mt" / "source.spm").exists()
     assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
@@ -63,7 +65,7 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert list(figures["product_sha256"])[:7] == ["corpus:text", "corpus:features", "corpus:vocabularies",
                                                    "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
     assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
-                                              "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt"}
+                                              "asr-lm", "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt"}
     # (stage 0 first ran in --seeds 1,2; the study's stage 0 found the corpus made)
     assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:3] == ["0-0", "0-7", "8-11"]
     assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])

@@ -4,9 +4,9 @@ as chat turns (the user's message holds the English sentence, the assistant's tu
 one through its end of turn), saved as a local Hugging Face directory whose generation_config.json
 lists the end-of-turn ids; then used frozen with ``--lm-chat``.
 
-Unlike causal_lm.py's tokenizer, which segments English exactly as the ASR's sentencepiece model
-does, this one merges as real LLM tokenizers do (``Ġdog``, ``.Ċ``); the ASR that feeds it writes
-its pieces (``fairseq-exporter-lm-vocab``, the ``hf_tokenizer`` bpe). The prompt and the targets
+Its tokenizer merges as real LLM tokenizers do (``Ġdog``, ``.Ċ``), not as the ASR's sentencepiece
+model segments English: the ASR that feeds it writes its pieces (``fairseq-exporter-lm-vocab``, the
+``hf_tokenizer`` bpe; toy stage 9 trains one). The prompt and the targets
 are built by the plugin's own prompt code (models/lm_prompt.py) from the chat template, so the LM
 is trained on exactly what ``--lm-chat`` feeds it: ``apply_chat_template([user], add_generation_prompt=True)``
 then the answer and ``<|eot_id|>``; the loss is on the answer's tokens only.
@@ -21,7 +21,7 @@ import torch
 
 from fairseq_exporter.data.lm_pieces import transcript_ids
 from fairseq_exporter.models.lm_prompt import Chat, PromptTemplate
-from fairseq_exporter.toy.causal_lm import detokenize, fit_and_save, training_parser
+from fairseq_exporter.toy.lm_training import detokenize, fit_and_save, training_parser
 
 BOS, EOS, END_OF_TURN = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
 SPECIALS = (BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", END_OF_TURN)

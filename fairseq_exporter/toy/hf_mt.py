@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from fairseq_exporter.toy.causal_lm import detokenize
+from fairseq_exporter.toy.lm_training import detokenize
 
 MAX_POSITIONS = 256
 

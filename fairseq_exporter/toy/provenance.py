@@ -48,8 +48,10 @@ CORPUS_PRODUCTS = OrderedDict([
     ("corpus:sentencepiece", ("data/st", "*.model")),
     ("corpus:manifests", ("data/st", "*.tsv")),
 ])
+# stage 9's dictionary of the LM's pieces sits beside the corpus's (it is the LM's product, hashed as "lm")
+NOT_CORPUS = {"dict.lm.txt"}
 MODEL_PRODUCTS = ("mt", "asr", "stage1", "stage2", "control", "mt-adapted", "stage3-exporter", "stage3",
-                  "stage1-decoder", "stage2-decoder", "posterior", "lm", "stage1-lm", "stage2-lm",
+                  "stage1-decoder", "stage2-decoder", "posterior", "lm", "asr-lm", "stage1-lm", "stage2-lm",
                   "control-lm", "exporter-only", "mt-text-only", "text-only-exporter", "hf-mt", "stage1-hf-mt",
                   "stage2-hf-mt", "control-hf-mt")
 
@@ -203,7 +205,7 @@ def product_hashes(work: Path) -> "OrderedDict[str, str]":
     """sha256 of each stage's product present in WORK, in pipeline order."""
     hashes = OrderedDict()
     for name, (folder, pattern) in CORPUS_PRODUCTS.items():
-        files = [p for p in (work / folder).glob(pattern) if p.is_file()]
+        files = [p for p in (work / folder).glob(pattern) if p.is_file() and p.name not in NOT_CORPUS]
         if files:
             hashes[name] = sentencepiece_sha256(files) if pattern == "*.model" else _files_sha256(files)
     for name in MODEL_PRODUCTS:

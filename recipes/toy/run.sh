@@ -526,7 +526,7 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
     mark_done "$work/lm" $lm_updates
     log "  LM: $(grep '"valid_nll"' "$work/logs/train-lm.log" | tail -n 1 | cut -c1-120)"
   fi
-  "$python" -m fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
+  run lm-configs fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
   train_asr "$asr_updates" asr-lm config_asr_lm.yaml
   # the user's message the LM was trained on (chat_lm.py's), {src} the transcript
   lm_message=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["message"])' "$work/lm/training.json")
