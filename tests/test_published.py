@@ -49,26 +49,41 @@ def test_the_committed_results_are_three_seeds_with_every_output_hashed():
     assert tune["split"] == "dev" and tune["seed"] == 1 and tune["scale"] == "full"
 
 
-def test_the_hf_mt_rows_are_three_seeds_of_stage_11_with_their_outputs_hashed():
-    summary = json.loads((RESULTS / "hf-mt/results.json").read_text())
+@pytest.mark.parametrize("study, prefix, suffix", [("lm", "lm_", "-lm"), ("hf-mt", "hf_mt_", "-hf-mt")])
+def test_the_text_model_rows_are_three_seeds_of_their_stage_with_their_outputs_hashed(study, prefix, suffix):
+    """Stage 9's (the instruct LM) and stage 11's (the HF MT) rows: each its own runs on seeds 1-3."""
+    summary = json.loads((RESULTS / study / "results.json").read_text())
     assert sorted(summary["seeds"]) == ["1", "2", "3"]
-    steps = {"onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt"}
+    steps = {f"{name}{suffix}" for name in ("onebest", "stage1", "stage2", "control")}
     for seed, results in summary["seeds"].items():
-        per_seed = json.loads((RESULTS / f"hf-mt/seed{seed}" / "results.json").read_text())
+        per_seed = json.loads((RESULTS / study / f"seed{seed}" / "results.json").read_text())
         assert per_seed["generate_sha256"] == results["generate_sha256"]
         assert steps <= set(results["generate_sha256"]) and results["scale"] == "full" and results["n"] == 400
-    # seed 1 ran on make demo's corpus and ASR: its 1-best is the published make demo run's
+    assert summary["summary"][f"{prefix}stage2"]["n"] == 3 and summary["pooled"][f"{prefix}stage2"] is not None
+
+
+def test_the_hf_mt_rows_seed_1_is_make_demos_asr():
+    """Stage 11's seed 1 ran on make demo's corpus and ASR: its 1-best is the published run's."""
+    summary = json.loads((RESULTS / "hf-mt/results.json").read_text())
     demo = json.loads((RESULTS / "demo/results.json").read_text())
     assert summary["seeds"]["1"]["rows"]["hf_mt_onebest"]["wer"] == demo["rows"]["onebest"]["wer"]
-    assert summary["summary"]["hf_mt_stage2"]["n"] == 3 and summary["pooled"]["hf_mt_stage2"] is not None
 
 
-def test_a_missing_hf_mt_summary_is_named(tmp_path):
+def test_the_lm_rows_are_the_instruct_lm_on_its_own_asr():
+    """Stage 9's LM is prompted through its chat template, its ASR writes the LM's pieces."""
+    for seed in (1, 2, 3):
+        table = (RESULTS / f"lm/seed{seed}/results.md").read_text()
+        assert "fairseq_exporter.toy.chat_lm" in table and "--lm-chat" in table
+        assert "--config-yaml config_asr_lm.yaml" in table and "--config-yaml config_st_lm.yaml" in table
+
+
+@pytest.mark.parametrize("study", ["lm", "hf-mt"])
+def test_a_missing_text_model_summary_is_named(tmp_path, study):
     for name in ("results.json", "tune.json"):
         (tmp_path / name).write_text((RESULTS / name).read_text())
     path = tmp_path / "README.md"
-    path.write_text("<!-- results:hf-mt -->\n<!-- /results:hf-mt -->\n")
-    with pytest.raises(SystemExit, match="no hf-mt/results.json beside results.json"):
+    path.write_text(f"<!-- results:{study} -->\n<!-- /results:{study} -->\n")
+    with pytest.raises(SystemExit, match=f"no {study}/results.json beside results.json"):
         published.main([str(path), "--results", str(tmp_path)])
 
 

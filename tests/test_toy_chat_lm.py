@@ -7,6 +7,7 @@ Instruct's chat template, generation_config's end-of-turn ids; its training exam
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -111,3 +112,32 @@ def test_stage9_configs_put_the_transcripts_in_the_lm_pieces(chat_lm_dir, tmp_pa
     assert written == tokenizer.convert_ids_to_tokens(transcript_ids(tokenizer, "the dog sees the cat"))
     pieces = {line.split()[0] for line in (data / "st" / "dict.lm.txt").read_text().splitlines()}
     assert set(written) <= pieces
+
+
+def test_text_only_ablation_trains_the_input_table_alone(chat_lm_dir, tmp_path):
+    """chat_lm --adapt-input-table (toy stage 10 on the LM): only the input embedding rows move;
+    the output layer, untied, and every other weight stay the LM's."""
+    from transformers import AutoModelForCausalLM
+
+    pairs = tmp_path / "st.train"
+    sentences = tiny_cascade.sentences(12, 5)
+    (tmp_path / "st.train.en").write_text("".join(_pieced(en) + "\n" for en, _ in sentences))
+    (tmp_path / "st.train.de").write_text("".join(_pieced(de) + "\n" for _, de in sentences))
+    out = tmp_path / "adapted"
+    chat_lm.main(["--adapt-input-table", str(chat_lm_dir), "--train-pairs", str(pairs), "--valid-pairs", str(pairs),
+                  "--out", str(out), "--updates", "3", "--lr", "1e-2", "--warmup", "1"])
+    before = AutoModelForCausalLM.from_pretrained(chat_lm_dir, local_files_only=True).state_dict()
+    after_lm = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    after = after_lm.state_dict()
+    assert not after_lm.config.tie_word_embeddings
+    assert after_lm.lm_head.weight.data_ptr() != after_lm.get_input_embeddings().weight.data_ptr()
+    table = "model.embed_tokens.weight"
+    assert not torch.equal(after[table], before[table])
+    assert torch.equal(after["lm_head.weight"], before[table])  # the tied table as it was
+    for name, value in before.items():
+        if name not in (table, "lm_head.weight"):
+            assert torch.equal(after[name], value), name
+    assert json.loads((out / "training.json").read_text())["adapted"] == "input table"
+    with pytest.raises(SystemExit):
+        chat_lm.main(["--adapt-input-table", str(chat_lm_dir), "--out", str(out)])  # no pairs
+

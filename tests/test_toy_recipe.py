@@ -14,10 +14,12 @@ ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapt
         "control: 1-best cascade after stage 2's ASR updates", "decoder 1-best cascade", "stage 2, decoder source",
         "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control",
         "ablation: stage 2 with the ASR frozen", "ablation: 1-best cascade, MT source table adapted",
-        "HF MT: 1-best cascade", "HF MT: stage 1", "HF MT: stage 2", "HF MT: control")
+        "HF MT: 1-best cascade", "HF MT: stage 1", "HF MT: stage 2", "HF MT: control",
+        "LM ablation: LM stage 2 with the ASR frozen", "LM ablation: LM 1-best cascade, LM input table adapted")
 STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
          "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm",
-         "exporter-only", "text-only", "onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt")
+         "exporter-only", "text-only", "onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt",
+         "exporter-only-lm", "text-only-lm")
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
@@ -33,6 +35,8 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert "With the HF MT, stage 2 against the control: ΔBLEU" in table
     assert "Stage 2 against the exporter-only ablation: ΔBLEU" in table
     assert "Stage 2 against the text-only ablation: ΔBLEU" in table
+    assert "With the LM, stage 2 against the exporter-only ablation: ΔBLEU" in table
+    assert "With the LM, stage 2 against the text-only ablation: ΔBLEU" in table
     assert "| stage 2 vs control |" in table  # the split by ambiguous noun
     assert "--lm-checkpoint" in table and "--lm-chat" in table and (seed1 / "lm" / "config.json").exists()
     # stage 9's ASR writes the LM's pieces
@@ -54,10 +58,13 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert set(figures["rows"]) == {"onebest", "reference", "stage1", "stage2", "control", "adapted_onebest",
                                     "stage3", "decoder_onebest", "stage2_decoder", "posterior",
                                     "lm_onebest", "lm_stage1", "lm_stage2", "lm_control", "exporter_only", "text_only",
-                                    "hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2", "hf_mt_control"}
+                                    "hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2", "hf_mt_control",
+                                    "lm_exporter_only", "lm_text_only"}
     assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
     assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
-    assert figures["stage2_vs_exporter_only"]["p"] is not None and figures["stage2_vs_text_only"]["p"] is not None
+    for versus in ("stage2_vs_exporter_only", "stage2_vs_text_only", "lm_stage2_vs_exporter_only",
+                   "lm_stage2_vs_text_only"):
+        assert figures[versus]["p"] is not None, versus
     assert len(figures["rows"]["stage3"]["ci"]) == 2 and set(figures["split"]["stage2"]) == {"with", "without"}
     # every generate output's hash: a rerun of the seed is checked against them
     assert set(figures["generate_sha256"]) == set(STEPS)
@@ -65,7 +72,8 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert list(figures["product_sha256"])[:7] == ["corpus:text", "corpus:features", "corpus:vocabularies",
                                                    "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
     assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
-                                              "asr-lm", "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt"}
+                                              "asr-lm", "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt",
+                                              "exporter-only-lm", "lm-text-only"}
     # (stage 0 first ran in --seeds 1,2; the study's stage 0 found the corpus made)
     assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:3] == ["0-0", "0-7", "8-11"]
     assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])

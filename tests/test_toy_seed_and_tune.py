@@ -107,6 +107,15 @@ def test_bad_options_stop_before_any_work(tmp_path, args, message):
     assert not work.exists()
 
 
+def test_ablations_without_a_stage_2_to_ablate_are_refused(tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--work", str(work),
+                           "--results", str(tmp_path / "results"), "--stage", "10", "--stop-stage", "10"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "stage 10 ablates stage 2 (stage 5) or the LM's stage 2 (stage 9): neither is in" in proc.stderr
+
+
 def test_help_lists_the_options():
     proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0

@@ -72,28 +72,58 @@ def examples(tokenizer, template: PromptTemplate, en_lines, de_lines):
     return out
 
 
+def read_pairs(tokenizer, template: PromptTemplate, prefix: Path):
+    """examples() of PREFIX.en / PREFIX.de (the corpus's text files: sentencepiece pieces)."""
+    return examples(tokenizer, template, *(Path(f"{prefix}.{lang}").read_text().splitlines() for lang in ("en", "de")))
+
+
+def adapt_input_table(args):
+    """The text-only ablation of toy stage 10 on the LM: a copy of the LM whose input embedding
+    table alone is trained (untied from its output layer, which stays as it was) on the task's
+    sentence pairs as chat turns; the rest frozen, as the MT's source table alone is trained."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(args.adapt_input_table)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    template = PromptTemplate(MESSAGE, tokenizer, Chat(list(model.generation_config.eos_token_id), source=str(source)))
+    table = model.get_input_embeddings()
+    model.lm_head.weight = torch.nn.Parameter(table.weight.detach().clone())  # the output layer kept apart
+    model.config.tie_word_embeddings = False
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    table.weight.requires_grad = True
+    train, valid = read_pairs(tokenizer, template, args.train_pairs), read_pairs(tokenizer, template, args.valid_pairs)
+    fit_and_save(model, tokenizer, train, valid, args, Path(args.out), message=MESSAGE, adapted="input table")
+
+
 def main(argv=None):
     parser = training_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--vocab-size", type=int, default=1000, help="the byte-level BPE's pieces (specials included)")
+    parser.add_argument("--adapt-input-table", metavar="LM_DIR",
+                        help="instead: train only this LM's input embedding table on --train-pairs (toy stage 10)")
+    parser.add_argument("--train-pairs", metavar="PREFIX", help="with --adapt-input-table: PREFIX.en, PREFIX.de")
+    parser.add_argument("--valid-pairs", metavar="PREFIX", help="with --adapt-input-table: PREFIX.en, PREFIX.de")
     args = parser.parse_args(argv)
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the recipe's log shows the json lines
-    data, out = Path(args.data), Path(args.out)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.adapt_input_table:
+        if not (args.train_pairs and args.valid_pairs):
+            parser.error("--adapt-input-table needs --train-pairs and --valid-pairs")
+        return adapt_input_table(args)
+    if not args.data:
+        parser.error("--data is required (or --adapt-input-table)")
+    data, out = Path(args.data), Path(args.out)
     text = [detokenize(line) for split in ("general", "task") for lang in ("en", "de")
             for line in (data / "text" / f"{split}.train.{lang}").read_text().splitlines()]
     tokenizer = build_tokenizer(text, args.vocab_size)
     stops = stop_ids(tokenizer)
     template = PromptTemplate(MESSAGE, tokenizer, Chat(stops, source=str(out)))
-
-    def read(split):
-        return examples(tokenizer, template, *((data / "text" / f"general.{split}.{lang}").read_text().splitlines()
-                                               for lang in ("en", "de")))
-
-    train, valid = read("train"), read("valid")
+    train, valid = (read_pairs(tokenizer, template, data / "text" / f"general.{split}") for split in ("train", "valid"))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.dim, intermediate_size=4 * args.dim,
                          num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=256, tie_word_embeddings=True,

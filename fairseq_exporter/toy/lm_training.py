@@ -106,7 +106,7 @@ def fit_and_save(model, tokenizer, train, valid, args, out: Path, **facts):
 def training_parser(description: str) -> argparse.ArgumentParser:
     """The options of a toy LM's training."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True, help="the toy corpus dir (make_corpus --out)")
+    parser.add_argument("--data", help="the toy corpus dir (make_corpus --out)")
     parser.add_argument("--out", required=True, help="where the LM directory is saved")
     parser.add_argument("--updates", type=int, default=800)
     parser.add_argument("--seed", type=int, default=1)

@@ -52,8 +52,8 @@ CORPUS_PRODUCTS = OrderedDict([
 NOT_CORPUS = {"dict.lm.txt"}
 MODEL_PRODUCTS = ("mt", "asr", "stage1", "stage2", "control", "mt-adapted", "stage3-exporter", "stage3",
                   "stage1-decoder", "stage2-decoder", "posterior", "lm", "asr-lm", "stage1-lm", "stage2-lm",
-                  "control-lm", "exporter-only", "mt-text-only", "text-only-exporter", "hf-mt", "stage1-hf-mt",
-                  "stage2-hf-mt", "control-hf-mt")
+                  "control-lm", "exporter-only", "mt-text-only", "text-only-exporter", "exporter-only-lm",
+                  "lm-text-only", "text-only-exporter-lm", "hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt")
 
 
 def cpu_flags() -> Tuple[str, set]:
@@ -212,7 +212,7 @@ def product_hashes(work: Path) -> "OrderedDict[str, str]":
         folder = work / name
         if (folder / "checkpoint_best.pt").is_file():
             hashes[name] = weights_sha256(folder / "checkpoint_best.pt")
-        elif name in ("lm", "hf-mt") and list(folder.glob("*.safetensors")):
+        elif name in ("lm", "lm-text-only", "hf-mt") and list(folder.glob("*.safetensors")):
             hashes[name] = _files_sha256(folder.glob("*.safetensors"))
     return hashes
 

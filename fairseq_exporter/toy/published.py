@@ -2,8 +2,9 @@
 against them: every study table in README.md and recipes/toy/README.md sits between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` and is rendered here from
 ``recipes/toy/results/results.json`` (the three-seed summary the report writes) and
-``recipes/toy/results/tune.json`` (the dev protocol's selection), stage 11's from
-``recipes/toy/results/hf-mt/results.json`` (its summary over seeds); a benchmark's block in
+``recipes/toy/results/tune.json`` (the dev protocol's selection), stage 9's and stage 11's from
+``recipes/toy/results/lm/results.json`` and ``hf-mt/results.json`` (each its summary over seeds);
+a benchmark's block in
 benchmarks/README.md or recipes/mustc/README.md is what the script wrote with ``--out``
 under benchmarks/results/.
 
@@ -27,9 +28,11 @@ BENCHMARK_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "result
 STUDY = ("stage1", "stage2", "stage2_vs_control", "control", "stage3", "reference")
 ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs_text_only")
 LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
+LM_ABLATIONS = ("lm_exporter_only", "lm_stage2_vs_exporter_only", "lm_text_only", "lm_stage2_vs_text_only")
 HF_MT = ("hf_mt_stage1", "hf_mt_stage2", "hf_mt_stage2_vs_control", "hf_mt_control")
-# stage 11's runs on seeds 1-3 (data, ASR and stage 11 per seed), summarized apart from the study
-HF_MT_STUDY = "hf-mt"
+# the text-model stages' runs on seeds 1-3 (each seed's corpus, its ASR and the stage), each
+# summarized apart from the study in RESULTS/DIR: stage 9 (the instruct LM), stage 11 (the HF MT)
+TEXT_MODEL_STUDIES = {"lm": "stage 9", "hf-mt": "stage 11"}
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -50,32 +53,28 @@ def seeds_table(summary: dict) -> str:
     return markdown_table(head, rows)
 
 
-def text_model_seeds_table(seeds: dict, prefix: str, label: str, before: str, every_seed: bool, where: str) -> str:
+def text_model_seeds_table(seeds: dict, prefix: str, label: str, before: str, where: str) -> str:
     """Per seed, the rows of another text model (``prefix``: ``lm_`` stage 9, ``hf_mt_`` stage
     11): WER before (row ``before``) and after its stage 2, its 1-best, stages 1-2 and control.
-    A seed without them is skipped, or refused where ``every_seed``; none at all is refused."""
+    A seed without them is refused."""
     head = ("seed", f"WER 1-best → after {label}stage 2", f"BLEU {label}1-best", "stage 1", "stage 2", "control",
             "ΔBLEU stage 2 (p)", "ΔBLEU stage 2 vs control (p)")
     rows = []
     for seed, results in sorted(seeds.items(), key=lambda kv: int(kv[0])):
         r = results["rows"]
         if f"{prefix}stage2" not in r:
-            if every_seed:
-                raise PublishedError(f"{where}: seed {seed} has no {label}rows")
-            continue
+            raise PublishedError(f"{where}: seed {seed} has no {label}rows")
         rows.append((seed, f"{fmt(r[before]['wer'])} → {fmt(r[prefix + 'stage2']['wer'])}",
                      *(fmt(r[prefix + name]["bleu"]) for name in ("onebest", "stage1", "stage2", "control")),
                      paired_cell(r[prefix + "stage2"]), paired_cell(results.get(prefix + "stage2_vs_control"))))
-    if not rows:
-        raise PublishedError(f"{where}: no seed has the {label}rows")
     return markdown_table(head, rows)
 
 
-def hf_mt_study(summary: dict) -> dict:
-    study = summary.get("hf_mt_study")
+def text_model_study(summary: dict, name: str) -> dict:
+    study = summary["text_model_studies"].get(name)
     if study is None:
-        raise PublishedError(f"no {HF_MT_STUDY}/results.json beside results.json (stage 11 on each seed, "
-                             f"then report --summary over their results dirs --out {HF_MT_STUDY})")
+        raise PublishedError(f"no {name}/results.json beside results.json ({TEXT_MODEL_STUDIES[name]} on each seed, "
+                             f"then report --summary over their results dirs --out {name})")
     return study
 
 
@@ -204,13 +203,17 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
     "time": lambda summary, tune: time_table(summary),
     "study": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], STUDY),
     "ablations": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], ABLATIONS),
-    "lm": lambda summary, tune: report.comparisons_table(summary["summary"], summary["pooled"], LM),
-    "lm-seeds": lambda summary, tune: text_model_seeds_table(summary["seeds"], "lm_", "LM ", "onebest", False,
-                                                             "results.json (stage 9)"),
-    "hf-mt": lambda summary, tune: report.comparisons_table(hf_mt_study(summary)["summary"],
-                                                           hf_mt_study(summary)["pooled"], HF_MT),
-    "hf-mt-seeds": lambda summary, tune: text_model_seeds_table(hf_mt_study(summary)["seeds"], "hf_mt_", "HF MT ",
-                                                                "hf_mt_onebest", True, f"{HF_MT_STUDY} (stage 11)"),
+    "lm": lambda summary, tune: report.comparisons_table(text_model_study(summary, "lm")["summary"],
+                                                        text_model_study(summary, "lm")["pooled"], LM),
+    "lm-seeds": lambda summary, tune: text_model_seeds_table(text_model_study(summary, "lm")["seeds"], "lm_", "LM ",
+                                                             "lm_onebest", "lm (stage 9)"),
+    "lm-ablations": lambda summary, tune: report.comparisons_table(text_model_study(summary, "lm")["summary"],
+                                                                  text_model_study(summary, "lm")["pooled"],
+                                                                  LM_ABLATIONS),
+    "hf-mt": lambda summary, tune: report.comparisons_table(text_model_study(summary, "hf-mt")["summary"],
+                                                           text_model_study(summary, "hf-mt")["pooled"], HF_MT),
+    "hf-mt-seeds": lambda summary, tune: text_model_seeds_table(text_model_study(summary, "hf-mt")["seeds"], "hf_mt_",
+                                                                "HF MT ", "hf_mt_onebest", "hf-mt (stage 11)"),
     "seeds": lambda summary, tune: seeds_table(summary),
     "split": lambda summary, tune: _split(summary),
     "findings": lambda summary, tune: findings_lines(summary),
@@ -235,8 +238,8 @@ def load(results: Path):
         if not path.exists():
             raise PublishedError(f"{path}: not found")
     summary, tune = (json.loads(p.read_text()) for p in paths)
-    hf_mt = results / HF_MT_STUDY / "results.json"
-    summary["hf_mt_study"] = json.loads(hf_mt.read_text()) if hf_mt.exists() else None
+    summary["text_model_studies"] = {name: json.loads((results / name / "results.json").read_text())
+                                     for name in TEXT_MODEL_STUDIES if (results / name / "results.json").exists()}
     return summary, tune
 
 

@@ -47,7 +47,7 @@ ROWS = [
         "stage2-decoder", "decoder_onebest"),
     Row("posterior", "posterior coupling (Bahar et al. 2021), decoder: ASR fine-tuned, MT frozen",
         "posterior", "decoder_onebest"),
-    # a frozen decoder-only LM as the text model (stage 9)
+    # a frozen instruct LM as the text model, from its own ASR on the LM's pieces (stage 9)
     Row("lm_onebest", "LM: 1-best cascade", "onebest-lm", None),
     Row("lm_stage1", "LM: stage 1, exporter only (ASR, LM frozen)", "stage1-lm", "lm_onebest"),
     Row("lm_stage2", "LM: stage 2, ASR + exporter, LM frozen", "stage2-lm", "lm_onebest"),
@@ -62,19 +62,26 @@ ROWS = [
     Row("exporter_only", "ablation: stage 2 with the ASR frozen (exporter only)", "exporter-only", "onebest"),
     Row("text_only", "ablation: 1-best cascade, MT source table adapted on the task text (no speech)",
         "text-only", "onebest"),
+    # the same two on the LM (stage 10 after stage 9)
+    Row("lm_exporter_only", "LM ablation: LM stage 2 with the ASR frozen (exporter only)", "exporter-only-lm",
+        "lm_onebest"),
+    Row("lm_text_only", "LM ablation: LM 1-best cascade, LM input table adapted on the task text (no speech)",
+        "text-only-lm", "lm_onebest"),
 ]
 # Stage 2 scored against other systems than its 1-best cascade: (results.json key, gen/stage2/<file>)
 VERSUS = {"stage2_vs_control": ("stage2", "vs-control.json"), "lm_stage2_vs_control": ("stage2-lm", "vs-control.json"),
           "hf_mt_stage2_vs_control": ("stage2-hf-mt", "vs-control.json"),
           "stage2_vs_exporter_only": ("stage2", "vs-exporter-only.json"),
-          "stage2_vs_text_only": ("stage2", "vs-text-only.json")}
+          "stage2_vs_text_only": ("stage2", "vs-text-only.json"),
+          "lm_stage2_vs_exporter_only": ("stage2-lm", "vs-exporter-only.json"),
+          "lm_stage2_vs_text_only": ("stage2-lm", "vs-text-only.json")}
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
           ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior"),
           ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm"),
           ("HF MT: stage 1", "stage1-hf-mt"), ("HF MT: stage 2", "stage2-hf-mt"), ("HF MT: control", "control-hf-mt"),
-          ("ablation: exporter only", "exporter-only")]
+          ("ablation: exporter only", "exporter-only"), ("LM ablation: exporter only", "exporter-only-lm")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
 # The study's claims, checked on each seed (findings below).
@@ -96,7 +103,7 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                ("stage2_vs_control", "stage 2 vs control"),
                ("stage3", "stage 3 vs adapted 1-best cascade"), ("control", "control vs 1-best cascade"),
                ("reference", "reference transcript vs 1-best cascade"),
-               # the frozen decoder-only LM (stage 9), each against the LM's own 1-best cascade
+               # the frozen instruct LM (stage 9), each against the LM's own 1-best cascade
                ("lm_stage1", "LM: stage 1 vs LM 1-best cascade"), ("lm_stage2", "LM: stage 2 vs LM 1-best cascade"),
                ("lm_stage2_vs_control", "LM: stage 2 vs LM control"),
                ("lm_control", "LM: control vs LM 1-best cascade"),
@@ -109,7 +116,11 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                ("exporter_only", "ablation: exporter only (ASR frozen) vs 1-best cascade"),
                ("stage2_vs_exporter_only", "stage 2 vs exporter only"),
                ("text_only", "ablation: text-only adaptation vs 1-best cascade"),
-               ("stage2_vs_text_only", "stage 2 vs text-only adaptation")]
+               ("stage2_vs_text_only", "stage 2 vs text-only adaptation"),
+               ("lm_exporter_only", "LM ablation: exporter only (ASR frozen) vs LM 1-best cascade"),
+               ("lm_stage2_vs_exporter_only", "LM: stage 2 vs exporter only"),
+               ("lm_text_only", "LM ablation: text-only adaptation vs LM 1-best cascade"),
+               ("lm_stage2_vs_text_only", "LM: stage 2 vs text-only adaptation")]
 # The same comparisons as (system step, baseline step) under gen/, for the paired test on the
 # seeds' test sets pooled: one test over all seeds' utterances instead of one per seed.
 POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
@@ -121,7 +132,10 @@ POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
           "hf_mt_stage2_vs_control": ("stage2-hf-mt", "control-hf-mt"),
           "hf_mt_control": ("control-hf-mt", "onebest-hf-mt"),
           "exporter_only": ("exporter-only", "onebest"), "stage2_vs_exporter_only": ("stage2", "exporter-only"),
-          "text_only": ("text-only", "onebest"), "stage2_vs_text_only": ("stage2", "text-only")}
+          "text_only": ("text-only", "onebest"), "stage2_vs_text_only": ("stage2", "text-only"),
+          "lm_exporter_only": ("exporter-only-lm", "onebest-lm"),
+          "lm_stage2_vs_exporter_only": ("stage2-lm", "exporter-only-lm"),
+          "lm_text_only": ("text-only-lm", "onebest-lm"), "lm_stage2_vs_text_only": ("stage2-lm", "text-only-lm")}
 # The split: stage 2 and the control on the test sentences with and without an ambiguous noun
 SPLIT = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "stage2_vs_control": ("stage2", "control")}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
@@ -427,8 +441,9 @@ def results_markdown(results: dict, commands: Optional[Path]):
             "the exporter reads the encoder frames of each token's CTC segment (--exporter-source ctc). "
             "The control row trains the ASR as stage 2 does but on the transcript loss alone; the "
             "decoder rows take the 1-best from the ASR's attention decoder instead; the LM rows replace the MT by "
-            "a frozen decoder-only LM (Llama architecture, trained on the general-domain text as a prompted "
-            "translator, --lm-checkpoint); the HF MT rows replace it by a frozen Hugging Face encoder-decoder MT "
+            "a frozen instruct LM (Llama architecture, byte-level BPE, Llama 3 Instruct's chat template, trained on "
+            "the general-domain text as chat turns, --lm-checkpoint --lm-chat) read from an ASR of the same settings "
+            "that writes the LM's pieces; the HF MT rows replace it by a frozen Hugging Face encoder-decoder MT "
             "(Marian architecture, trained on the general-domain text, --hf-mt-checkpoint). "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
@@ -442,6 +457,8 @@ def results_markdown(results: dict, commands: Optional[Path]):
             *control_line(results.get("hf_mt_stage2_vs_control"), "With the HF MT, stage 2 against the control"),
             *control_line(results.get("stage2_vs_exporter_only"), "Stage 2 against the exporter-only ablation"),
             *control_line(results.get("stage2_vs_text_only"), "Stage 2 against the text-only ablation"),
+            *control_line(results.get("lm_stage2_vs_exporter_only"), "With the LM, stage 2 against the exporter-only ablation"),
+            *control_line(results.get("lm_stage2_vs_text_only"), "With the LM, stage 2 against the text-only ablation"),
             *split_lines(results.get("split")),
             *findings_section(results["findings"]),
             f"BLEU signature: `{results['signature_bleu']}`  ",

@@ -13,7 +13,7 @@
 #                                               # (work/toy-seeds, results/toy-seeds)
 #   bash recipes/toy/run.sh --stage 8 --stop-stage 8    # then the extra rows
 #   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen instruct LM as the text model
-#   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation)
+#   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation) of stages 5 and 9
 #   bash recipes/toy/run.sh --stage 11 --stop-stage 11  # a frozen Hugging Face encoder-decoder MT (Marian)
 #   bash recipes/toy/run.sh --tune              # the dev protocol: the grid behind every default, dev only
 #                                               # -> results/toy/tune.{md,json} (its "selected" settings)
@@ -146,7 +146,7 @@ if [ "$scale" = full ]; then
   grid_text_lrs=(5e-4 1e-3 2e-3); grid_text_budgets=(100 200 400); text_valid_every=50
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
-  lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's decoder-only LM
+  lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's instruct LM
   hf_mt_updates=400; hf_mt_arch=(--layers 2 --dim 128)  # stage 11's Marian MT: the fairseq MT's size
 else
   mt_arch=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
@@ -305,12 +305,17 @@ train_mt() {
   fi
 }
 
-text_only_bin() {  # the task sentences stage 2 trains on (ST train), as text only
-  [ -f "$work/text-only-bin/dict.en.txt" ] && return
+text_only_text() {  # the task sentences stage 2 trains on (ST train), as text only: WORK/text-only-text/st.train.{en,de}
+  [ -f "$work/text-only-text/st.train.de" ] && return
   local n_st l
   n_st=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["sizes"]["st_train"])' "$data/corpus.json")
   mkdir -p "$work/text-only-text"
   for l in en de; do head -n "$n_st" "$data/text/task.train.$l" > "$work/text-only-text/st.train.$l"; done
+}
+
+text_only_bin() {  # text_only_text, binarized for fairseq's translation task
+  [ -f "$work/text-only-bin/dict.en.txt" ] && return
+  text_only_text
   run preprocess-text-only fairseq_cli.preprocess --source-lang en --target-lang de \
     --trainpref "$work/text-only-text/st.train" --validpref "$data/text/task.valid" \
     --srcdict "$st/dict.en.txt" --tgtdict "$st/dict.de.txt" --destdir "$work/text-only-bin" --workers 2
@@ -330,6 +335,13 @@ train_text_only() {  # name save_dir lr max_update: the general MT with only its
     --validate-interval 1000 --save-interval 1000 --user-dir "$user_dir"
   mark_done "$save" "$updates"
 }
+
+# Stage 9's LM rows (and their ablations in stage 10): the ASR on the LM's pieces, the data config
+# whose English side is those pieces, the LM prompted through its chat template with the message
+# it was trained on (chat_lm.py's, in its training.json)
+lm_message() { "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["message"])' "$work/lm/training.json"; }
+lm_train() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml exporter_train "$@" --lm-chat --lm-prompt "$(lm_message)"; }
+lm_evaluate() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml evaluate "$@"; }
 
 if [ -n "$tune" ]; then
   # The dev protocol: the grid behind every setting the study reads from its settings file, each
@@ -528,10 +540,6 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   fi
   run lm-configs fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
   train_asr "$asr_updates" asr-lm config_asr_lm.yaml
-  # the user's message the LM was trained on (chat_lm.py's), {src} the transcript
-  lm_message=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["message"])' "$work/lm/training.json")
-  lm_train() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml exporter_train "$@" --lm-chat --lm-prompt "$lm_message"; }
-  lm_evaluate() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml evaluate "$@"; }
   lm_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
     --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
   lm_evaluate onebest-lm "$work/stage1-lm/checkpoint_best.pt" onebest
@@ -550,24 +558,55 @@ fi
 
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   stage_started=$(date +%s)
-  log "Stage 10: ablations (stage 2 with the ASR frozen; the MT's source table adapted on text alone)"
-  # Exporter only: stage 2's losses and settings with the ASR frozen (the 1-best stays stage 1's):
-  # does updating the ASR matter?
-  exporter_train exporter-only "$work/exporter-only" "$work/mt/checkpoint_best.pt" $stage2_updates ctc \
-    --finetune-from-model "$work/stage1/checkpoint_best.pt" --freeze-asr --freeze-mt \
-    --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight 0 --lr $stage2_lr
-  evaluate exporter-only "$work/exporter-only/checkpoint_best.pt" exporter onebest
-  score stage2-vs-exporter-only "$work/gen/stage2/generate-test.txt" "$work/gen/exporter-only/generate-test.txt" \
-    "$work/gen/stage2/vs-exporter-only.json"
-  # Text-only adaptation: the general MT's source embedding table alone (the rest frozen) trained on
-  # the task sentences stage 2 trains on, as text (reference transcript -> translation, no speech);
-  # then the plain 1-best cascade of stage 1's ASR: is the gain reachable without coupling speech?
-  train_text_only mt-text-only "$work/mt-text-only" $text_only_lr $text_only_updates
-  exporter_train text-only-exporter "$work/text-only-exporter" "$work/mt-text-only/checkpoint_best.pt" \
-    $stage1_updates ctc --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $stage1_lr
-  evaluate text-only "$work/text-only-exporter/checkpoint_best.pt" onebest onebest
-  score stage2-vs-text-only "$work/gen/stage2/generate-test.txt" "$work/gen/text-only/generate-test.txt" \
-    "$work/gen/stage2/vs-text-only.json"
+  log "Stage 10: ablations (stage 2 with the ASR frozen; the text model's input table adapted on text alone)"
+  [ -d "$work/stage2" ] || [ -d "$work/stage2-lm" ] || {
+    log "stage 10 ablates stage 2 (stage 5) or the LM's stage 2 (stage 9): neither is in $work; run one first" >&2; exit 2; }
+  if [ -d "$work/stage2" ]; then
+    # Exporter only: stage 2's losses and settings with the ASR frozen (the 1-best stays stage 1's):
+    # does updating the ASR matter?
+    exporter_train exporter-only "$work/exporter-only" "$work/mt/checkpoint_best.pt" $stage2_updates ctc \
+      --finetune-from-model "$work/stage1/checkpoint_best.pt" --freeze-asr --freeze-mt \
+      --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight 0 --lr $stage2_lr
+    evaluate exporter-only "$work/exporter-only/checkpoint_best.pt" exporter onebest
+    score stage2-vs-exporter-only "$work/gen/stage2/generate-test.txt" "$work/gen/exporter-only/generate-test.txt" \
+      "$work/gen/stage2/vs-exporter-only.json"
+    # Text-only adaptation: the general MT's source embedding table alone (the rest frozen) trained on
+    # the task sentences stage 2 trains on, as text (reference transcript -> translation, no speech);
+    # then the plain 1-best cascade of stage 1's ASR: is the gain reachable without coupling speech?
+    train_text_only mt-text-only "$work/mt-text-only" $text_only_lr $text_only_updates
+    exporter_train text-only-exporter "$work/text-only-exporter" "$work/mt-text-only/checkpoint_best.pt" \
+      $stage1_updates ctc --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+    evaluate text-only "$work/text-only-exporter/checkpoint_best.pt" onebest onebest
+    score stage2-vs-text-only "$work/gen/stage2/generate-test.txt" "$work/gen/text-only/generate-test.txt" \
+      "$work/gen/stage2/vs-text-only.json"
+  else
+    log "  no stage 2 (stage 5) in $work: the MT's ablations are not run"
+  fi
+  if [ -d "$work/stage2-lm" ]; then
+    # The same two on the LM (stage 9), with the MT's settings: its stage 2 with the ASR frozen;
+    # the LM's input embedding table alone (untied from its output layer) trained on the same
+    # task sentences as chat turns (chat_lm.py --adapt-input-table), then its 1-best cascade
+    lm_train exporter-only-lm "$work/exporter-only-lm" "$work/lm" $stage2_updates ctc \
+      --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" --freeze-asr \
+      --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight 0 --lr $stage2_lr
+    lm_evaluate exporter-only-lm "$work/exporter-only-lm/checkpoint_best.pt" exporter onebest-lm
+    score stage2-lm-vs-exporter-only "$work/gen/stage2-lm/generate-test.txt" \
+      "$work/gen/exporter-only-lm/generate-test.txt" "$work/gen/stage2-lm/vs-exporter-only.json"
+    text_only_text
+    if ! step_done "$work/lm-text-only" $text_only_updates; then
+      run train-lm-text-only fairseq_exporter.toy.chat_lm --adapt-input-table "$work/lm" \
+        --train-pairs "$work/text-only-text/st.train" --valid-pairs "$data/text/task.valid" \
+        --out "$work/lm-text-only" --updates $text_only_updates --lr $text_only_lr --warmup 50 --seed "$seed"
+      mark_done "$work/lm-text-only" $text_only_updates
+    fi
+    lm_train text-only-exporter-lm "$work/text-only-exporter-lm" "$work/lm-text-only" $stage1_updates ctc \
+      --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
+    lm_evaluate text-only-lm "$work/text-only-exporter-lm/checkpoint_best.pt" onebest onebest-lm
+    score stage2-lm-vs-text-only "$work/gen/stage2-lm/generate-test.txt" "$work/gen/text-only-lm/generate-test.txt" \
+      "$work/gen/stage2-lm/vs-text-only.json"
+  else
+    log "  no LM stage 2 (stage 9) in $work: the LM's ablations are not run"
+  fi
   add_rows "the ablation rows"
   record_seconds ablations
 fi
