@@ -13,7 +13,7 @@ On random Llamas with Llama 3's vocabulary (128,256 rows; tests/real_tokenizers.
 widths, behind an ASR trained on those pieces that may write any of them
 (tests/piece_cascade.py; trained for seconds, it writes one or two pieces: the 1-best the
 exporter and the LM read is the reference transcript's pieces, after the ASR's search), and on
-the toy's stage-9 LM and ASR with --toy-work. Peak memory is what the
+the toy's stage-9 instruct LM (its chat template) and its ASR with --toy-work. Peak memory is what the
 measured call allocates over what was there before it: on CUDA torch's peak, on a CPU the
 process's peak resident set (its high-water mark reset before the call; large blocks are
 returned to the system when freed, so the mark follows tensors, not allocator caches).
@@ -24,6 +24,7 @@ returned to the system when freed, so the mark follows tensors, not allocator ca
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -93,8 +94,9 @@ def measure(fn, repeats):
     return statistics.median(times), peak
 
 
-def cascade_setup(data, asr, lm, prompt, *extra):
-    """A stage-2 model, its criterion and a training batch, built in-process."""
+def cascade_setup(data, asr, lm, lm_flags, *extra):
+    """A stage-2 model, its criterion and a training batch, built in-process; ``lm_flags``: the
+    LM's options after --lm-checkpoint (its prompt, and the toy's chat and data config)."""
     import torch
     from exporter_setup import build, first_batch
 
@@ -102,7 +104,7 @@ def cascade_setup(data, asr, lm, prompt, *extra):
     cascade = {"s2t": data, "asr": asr}
     _, task, model, criterion = build(cascade, "--coupling", "exporter", "--exporter-type", "vocab",
                                       "--asr-weight", "0.3", "--onebest-max-len", "40", *extra,
-                                      text_model=("--lm-checkpoint", str(lm), "--lm-prompt", prompt))
+                                      text_model=("--lm-checkpoint", str(lm), *lm_flags))
     model.to(_device()).train()
     sample = first_batch(task, split="train", max_sentences=16)
     return task, model, criterion, _to(sample)
@@ -194,7 +196,7 @@ def generate_rows(name, task, model, sample, beams, repeats, max_new=16):
     net_input = dict(sample["net_input"], recognition=recognition)
     batch = model.decoder.prompts(recognition.onebest.tokens)
     lm = model.decoder.lm.module
-    stops = sorted({task.target_dictionary.eos(), *model.decoder.template.stop_ids()})
+    stops = model.decoder.template.search_stop_ids(task.target_dictionary.eos())
     for beam in beams:
         generator = task.build_generator([model], Namespace(beam=beam, nbest=1, max_len_a=0, max_len_b=max_new,
                                                             min_len=1, lenpen=1.0))
@@ -259,16 +261,14 @@ def read_the_reference(model):
 
 
 def run(setups, repeats: int, beams, max_new: int = 16) -> str:
-    """``setups``: (name, S2T data root, ASR checkpoint, LM dir, whether the 1-best is the
-    reference transcript); the table, printed."""
+    """``setups``: (name, S2T data root, ASR checkpoint, LM dir, the LM's options, whether the
+    1-best is the reference transcript); the table, printed."""
     import torch
 
-    from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT
-
     rows = []
-    for name, data, asr, lm, reference in setups:
-        task, model, criterion, sample = cascade_setup(data, asr, lm, DEFAULT_PROMPT)
-        _, checkpointed, _, _ = cascade_setup(data, asr, lm, DEFAULT_PROMPT, "--lm-gradient-checkpointing")
+    for name, data, asr, lm, lm_flags, reference in setups:
+        task, model, criterion, sample = cascade_setup(data, asr, lm, lm_flags)
+        _, checkpointed, _, _ = cascade_setup(data, asr, lm, lm_flags, "--lm-gradient-checkpointing")
         checkpointed.load_state_dict(model.state_dict())
         if reference:
             read_the_reference(model), read_the_reference(checkpointed)
@@ -316,14 +316,20 @@ def main(argv=None):
         built = piece_cascade.build(work / "llama3", tokenizer_dir, asr_updates=10 if args.quick else 40,
                                     full_vocab=not args.quick)
         asr_vocab = "the corpus's pieces" if args.quick else "all 128,000 pieces"
-    setups = [(f"Llama 3 vocab, dim 32 x 2 layers; ASR: {asr_vocab}", built["s2t"], built["asr"], built["lm"], True)]
+    from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT
+
+    plain = ("--lm-prompt", DEFAULT_PROMPT)
+    setups = [(f"Llama 3 vocab, dim 32 x 2 layers; ASR: {asr_vocab}", built["s2t"], built["asr"], built["lm"], plain,
+               True)]
     if not args.quick:
         width, layers = map(int, args.wide.split("x"))
         lm = wide_lm(work / "llama3" / f"lm-{args.wide}", tokenizer_dir, width, layers)
-        setups.append((f"Llama 3 vocab, dim {width} x {layers} layers", built["s2t"], built["asr"], lm, True))
-    if args.toy_work is not None:
+        setups.append((f"Llama 3 vocab, dim {width} x {layers} layers", built["s2t"], built["asr"], lm, plain, True))
+    if args.toy_work is not None:  # stage 9's instruct LM, prompted through its chat template, and its ASR
         toy = args.toy_work
-        setups.append(("toy stage-9 LM", toy / "data" / "st", toy / "asr" / "checkpoint_best.pt", toy / "lm", False))
+        message = json.loads((toy / "lm" / "training.json").read_text())["message"]
+        setups.append(("toy stage-9 LM", toy / "data" / "st", toy / "asr-lm" / "checkpoint_best.pt", toy / "lm",
+                       ("--lm-chat", "--lm-prompt", message, "--config-yaml", "config_st_lm.yaml"), False))
     out = run(setups, repeats, (1, 4), max_new=4 if args.quick else 16)
     print(out)
     if args.out is not None:
