@@ -116,6 +116,18 @@ def test_ablations_without_a_stage_2_to_ablate_are_refused(tmp_path):
     assert "stage 10 ablates stage 2 (stage 5) or the LM's stage 2 (stage 9): neither is in" in proc.stderr
 
 
+def test_stage_9_on_an_lm_that_is_not_its_instruct_lm_is_refused(tmp_path):
+    work = tmp_path / "work"
+    (work / "lm").mkdir(parents=True)
+    (work / "lm" / "training.json").write_text('{"updates": 10}')  # an LM trained otherwise
+    (work / "lm" / "done-10").touch()
+    proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--scale", "quick", "--work", str(work),
+                           "--results", str(tmp_path / "results"), "--stage", "9", "--stop-stage", "9"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{work / 'lm' / 'training.json'}: not an LM of toy/chat_lm.py" in proc.stderr
+
+
 def test_help_lists_the_options():
     proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0

@@ -339,8 +339,15 @@ train_text_only() {  # name save_dir lr max_update: the general MT with only its
 # Stage 9's LM rows (and their ablations in stage 10): the ASR on the LM's pieces, the data config
 # whose English side is those pieces, the LM prompted through its chat template with the message
 # it was trained on (chat_lm.py's, in its training.json)
-lm_message() { "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["message"])' "$work/lm/training.json"; }
-lm_train() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml exporter_train "$@" --lm-chat --lm-prompt "$(lm_message)"; }
+read_lm_message() {  # sets lm_message, or stops naming the LM that is not stage 9's instruct LM
+  lm_message=$("$python" -c 'import json, sys
+facts = json.load(open(sys.argv[1]))
+if "message" not in facts:
+    sys.exit(f"{sys.argv[1]}: not an LM of toy/chat_lm.py (no chat message): stage 9 needs its instruct LM; "
+             "move the LM dir away or use a new --work")
+print(facts["message"])' "$work/lm/training.json") || exit 2
+}
+lm_train() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml exporter_train "$@" --lm-chat --lm-prompt "$lm_message"; }
 lm_evaluate() { asr_dir=$work/asr-lm st_config=config_st_lm.yaml evaluate "$@"; }
 
 if [ -n "$tune" ]; then
@@ -538,6 +545,7 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
     mark_done "$work/lm" $lm_updates
     log "  LM: $(grep '"valid_nll"' "$work/logs/train-lm.log" | tail -n 1 | cut -c1-120)"
   fi
+  read_lm_message
   run lm-configs fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
   train_asr "$asr_updates" asr-lm config_asr_lm.yaml
   lm_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
@@ -586,6 +594,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
     # The same two on the LM (stage 9), with the MT's settings: its stage 2 with the ASR frozen;
     # the LM's input embedding table alone (untied from its output layer) trained on the same
     # task sentences as chat turns (chat_lm.py --adapt-input-table), then its 1-best cascade
+    read_lm_message
     lm_train exporter-only-lm "$work/exporter-only-lm" "$work/lm" $stage2_updates ctc \
       --finetune-from-model "$work/stage1-lm/checkpoint_best.pt" --freeze-asr \
       --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight 0 --lr $stage2_lr
