@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from fairseq_exporter.toy.lm_training import detokenize
+from fairseq_exporter.toy.lm_training import batches as lm_batches, detokenize
 
 MAX_POSITIONS = 256
 
@@ -113,22 +113,7 @@ def read_pairs(tokenizer, en_lines, de_lines):
 def batches(pairs, max_tokens: int, rng: random.Random):
     """Length-sorted batches of at most max_tokens (the longer side, padding included), as
     fairseq's --max-tokens counts them, in random order."""
-    def size(i):
-        return max(len(pairs[i][0]), len(pairs[i][1]))
-
-    order = sorted(range(len(pairs)), key=lambda i: (size(i), len(pairs[i][0]), i))
-    out, current, longest = [], [], 0
-    for i in order:
-        n = size(i)
-        if current and max(longest, n) * (len(current) + 1) > max_tokens:
-            out.append(current)
-            current, longest = [], 0
-        current.append(i)
-        longest = max(longest, n)
-    if current:
-        out.append(current)
-    rng.shuffle(out)
-    return out
+    return lm_batches(pairs, max_tokens, rng, sort_key=lambda pair: (max(len(pair[0]), len(pair[1])), len(pair[0])))
 
 
 def collate(pairs, rows, pad: int, start: int):

@@ -18,12 +18,13 @@ def detokenize(pieces: str) -> str:
     return "".join(pieces.split()).replace("\u2581", " ").strip()
 
 
-def batches(items, max_tokens: int, rng: random.Random):
-    """Length-sorted batches of at most max_tokens (padding included), in random order."""
-    order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), i))
+def batches(items, max_tokens: int, rng: random.Random, sort_key=lambda item: (len(item[0]),)):
+    """Length-sorted batches of at most max_tokens (padding included), in random order;
+    ``sort_key(item)``: the item's size first, then any tie-breakers (before its index)."""
+    order = sorted(range(len(items)), key=lambda i: (*sort_key(items[i]), i))
     out, current, longest = [], [], 0
     for i in order:
-        n = len(items[i][0])
+        n = sort_key(items[i])[0]
         if current and max(longest, n) * (len(current) + 1) > max_tokens:
             out.append(current)
             current, longest = [], 0
