@@ -49,6 +49,7 @@ setup(
             "fairseq-exporter-prep-mustc = fairseq_exporter.cli.prep_mustc:main",
             "fairseq-exporter-lm-vocab = fairseq_exporter.cli.lm_vocab:main",
             "fairseq-exporter-mt-vocab = fairseq_exporter.cli.mt_vocab:main",
+            "fairseq-exporter-asr-encoder = fairseq_exporter.cli.asr_encoder:main",
         ],
     },
 )

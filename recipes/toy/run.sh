@@ -204,10 +204,10 @@ last_dev() {  # the last dev record of a training log, for the progress line
   grep '| dev |' "$work/logs/$1.log" | tail -n 1 | sed 's/.*| dev | //' | cut -c1-220 || true
 }
 
-train_asr() {  # N [name config]: the ASR of an N-update budget in WORK/NAME (default asr-N; its
-  # lr decays to the end of N) on the data config CONFIG (default config_asr.yaml: the MT's pieces);
-  # the study's ASR and the dev protocol's candidates are the same runs
-  local n=$1 name=${2:-asr-$1} config=${3:-config_asr.yaml}
+train_asr() {  # N [name config extra-flags...]: the ASR of an N-update budget in WORK/NAME (default
+  # asr-N; its lr decays to the end of N) on the data config CONFIG (default config_asr.yaml: the
+  # MT's pieces); the study's ASR and the dev protocol's candidates are the same runs
+  local n=$1 name=${2:-asr-$1} config=${3:-config_asr.yaml}; shift; shift $(( $# < 2 ? $# : 2 ))
   local save=$work/$name
   step_done "$save" "$n" && return
   run "train-$name" fairseq_cli.train "$st" --task speech_to_text --config-yaml "$config" \
@@ -217,7 +217,7 @@ train_asr() {  # N [name config]: the ASR of an N-update budget in WORK/NAME (de
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr $asr_lr --lr-scheduler polynomial_decay \
     --warmup-updates $asr_warmup --total-num-update "$n" --end-learning-rate $asr_end_lr --curriculum 2 \
     --clip-norm 10 --max-tokens $max_tokens_asr --max-update "$n" \
-    --save-dir "$save" "${common[@]}" --user-dir "$user_dir"
+    --save-dir "$save" "${common[@]}" --user-dir "$user_dir" "$@"
   mark_done "$save" "$n"
   log "  ASR ($n updates, $config): $(grep '| dev_asr |' "$work/logs/train-$name.log" | tail -n 1 | sed 's/.*| dev_asr | //' | cut -c1-160)"
 }
@@ -538,7 +538,9 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   # A small Llama-architecture instruct LM trained on the general-domain text as chat turns, with a
   # byte-level BPE tokenizer (Llama 3's split and specials) and Llama 3 Instruct's chat template,
   # saved as a Hugging Face directory, then frozen (--lm-checkpoint --lm-chat). Its pieces are not
-  # the MT's: an ASR of the same budget writes them (fairseq-exporter-lm-vocab's dictionary).
+  # the MT's: an ASR of the same budget writes them (fairseq-exporter-lm-vocab's dictionary),
+  # starting from stage 2's ASR's speech encoder (fairseq-exporter-asr-encoder), as fairseq's
+  # MuST-C ST recipe starts from its ASR's: from scratch, its CTC can stall on these pieces.
   if ! step_done "$work/lm" $lm_updates; then
     run train-lm fairseq_exporter.toy.chat_lm --data "$data" --out "$work/lm" --updates $lm_updates \
       --seed "$seed" "${lm_arch[@]}"
@@ -547,7 +549,10 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   fi
   read_lm_message
   run lm-configs fairseq_exporter.toy.make_corpus --out "$data" --lm-configs "$work/lm"
-  train_asr "$asr_updates" asr-lm config_asr_lm.yaml
+  use_asr "$asr_updates"  # (stage 2's ASR; trained here if stage 2 was not run)
+  [ -f "$work/asr-lm-encoder.pt" ] || run asr-lm-encoder fairseq_exporter.cli.asr_encoder "$work/asr/checkpoint_best.pt" \
+    --dict "$st/dict.lm.txt" --out "$work/asr-lm-encoder.pt" --seed "$seed"
+  train_asr "$asr_updates" asr-lm config_asr_lm.yaml --load-pretrained-encoder-from "$work/asr-lm-encoder.pt"
   lm_train stage1-lm "$work/stage1-lm" "$work/lm" $stage1_updates ctc \
     --freeze-asr --ast-weight 0 --l2-weight 1 --lr $stage1_lr
   lm_evaluate onebest-lm "$work/stage1-lm/checkpoint_best.pt" onebest
