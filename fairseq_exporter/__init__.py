@@ -9,10 +9,34 @@ importing it registers the task, model and criterion.
 
 __version__ = "0.1.0"
 
-from fairseq_exporter import compat
+import os
+import sys
 
-compat.allow_fairseq_checkpoint_globals()
-compat.make_checkpoint_copies_atomic()
+# Entry points that only read and write text (the scorer, the toy's reports): importing fairseq
+# to register the plugin is most of their start-up (3 s of CPU) and nothing they run needs it.
+TEXT_ONLY_ENTRY_POINTS = {
+    "fairseq_exporter.cli.score": "fairseq-exporter-score",
+    "fairseq_exporter.results_table": None,
+    "fairseq_exporter.toy.report": None,
+    "fairseq_exporter.toy.published": None,
+}
 
-from fairseq_exporter import criterions, models, tasks  # noqa: E402,F401  (registration)
-from fairseq_exporter.data import lm_pieces  # noqa: E402,F401  (the hf_tokenizer bpe)
+
+def _entry_point() -> str:
+    """The module this process runs: ``python -m MODULE`` (while the package of MODULE is
+    imported, sys.argv[0] is "-m") or a console script, by its name."""
+    if sys.argv and sys.argv[0] == "-m" and "-m" in getattr(sys, "orig_argv", ()):
+        argv = sys.orig_argv
+        return argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return next((module for module, name in TEXT_ONLY_ENTRY_POINTS.items() if name and name == script), "")
+
+
+if _entry_point() not in TEXT_ONLY_ENTRY_POINTS:
+    from fairseq_exporter import compat
+
+    compat.allow_fairseq_checkpoint_globals()
+    compat.make_checkpoint_copies_atomic()
+
+    from fairseq_exporter import criterions, models, tasks  # noqa: E402,F401  (registration)
+    from fairseq_exporter.data import lm_pieces  # noqa: E402,F401  (the hf_tokenizer bpe)

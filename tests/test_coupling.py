@@ -142,3 +142,37 @@ def test_vocab_exporter_starts_at_the_asr_posterior_times_the_mt_table(cascade):
         model.encoder.exporter.scores.weight.mul_(1e4)
         sharp = model.encoder.export(recognition)
         torch.testing.assert_close(sharp[real], table[tokens][real])
+
+
+@pytest.mark.parametrize("sharp", [True, False])
+def test_the_exporter_on_frozen_rows_mixes_only_the_used_columns(sharp, monkeypatch):
+    """On an LM's frozen rows the vocab exporter multiplies only the columns its sharpened softmax
+    leaves nonzero (most underflow to exactly 0 over a large vocabulary): the same output and
+    the same gradients as the dense products; a flat softmax keeps the dense ones."""
+    from fairseq_exporter.models import exporter
+
+    torch.manual_seed(0)
+    vocab, dim = 2000, 16
+    rows = torch.randn(vocab, dim)
+    weight = torch.randn(vocab, 8)
+    net = VocabularyExporter(8, dim, vocab, 32, 0.0, asr_output_weight=weight if sharp else weight / VocabularyExporter.SHARPNESS,
+                             frozen_table=lambda: rows, table_rank=4)
+    torch.nn.init.normal_(net.table_down)
+    states = torch.randn(3, 5, 8, requires_grad=True)
+    padding = torch.zeros(3, 5, dtype=torch.bool)
+
+    def run():
+        net.zero_grad(), setattr(states, "grad", None)
+        out = net(states, padding)
+        out.pow(2).sum().backward()
+        return out.detach(), states.grad, net.scores.weight.grad, net.table_down.grad, net.table_up.grad
+
+    taken = []
+    real = exporter.used_columns
+    monkeypatch.setattr(exporter, "used_columns", lambda *a: taken.append(real(*a)[0].shape[-1]) or real(*a))
+    sparse = run()
+    monkeypatch.setattr(exporter, "used_columns", lambda *a: a)
+    dense = run()
+    assert (taken[0] < vocab / 4) == sharp, taken
+    for got, want in zip(sparse, dense):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -245,3 +245,22 @@ def test_cli_pair(tmp_path):
     assert report["p_bleu"] < 0.05 and report["p_chrf"] < 0.05
     assert f"{report['delta_chrf']:+.2f}" in proc.stdout
 
+
+
+@pytest.mark.parametrize("command", [["-m", "fairseq_exporter.cli.score"], ["-m", "fairseq_exporter.toy.report"],
+                                     ["-m", "fairseq_exporter.toy.published"], ["fairseq-exporter-score"],
+                                     ["-c", "import fairseq_exporter"]])
+def test_only_the_text_only_entry_points_start_without_fairseq(command, tmp_path):
+    """The scorer and the toy's reports read and write text: they skip the fairseq import that
+    registering the plugin needs (most of their start-up); anything else registers it."""
+    if command[0].startswith("fairseq-"):
+        command = [os.path.join(os.path.dirname(sys.executable), command[0])]
+    else:
+        command = [sys.executable, *command]
+    text_only = command[-1] != "import fairseq_exporter"
+    proc = subprocess.run([*command, *(["--help"] if text_only else [])], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert ("fairseq" not in imported and "torch" not in imported) == text_only
+    assert ("fairseq_exporter.tasks.speech_to_text_exporter" in imported) != text_only

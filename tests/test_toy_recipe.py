@@ -41,6 +41,9 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert "--lm-checkpoint" in table and "--lm-chat" in table and (seed1 / "lm" / "config.json").exists()
     # stage 9's ASR writes the LM's pieces
     assert "--config-yaml config_asr_lm.yaml" in table and (seed1 / "asr-lm" / "checkpoint_best.pt").exists()
+    # from stage 2's ASR's speech encoder
+    assert "fairseq_exporter.cli.asr_encoder" in table and "--load-pretrained-encoder-from" in table
+    assert "loaded pretrained encoder from" in (seed1 / "logs/train-asr-lm.log").read_text()
     assert "--hf-mt-checkpoint" in table and (seed1 / "hf-mt" / "source.spm").exists()
     assert (seed1_results / "curves.png").stat().st_size > 10_000
     assert "fairseq_cli.train" in table and "--freeze-mt" in table  # the exact commands
