@@ -248,11 +248,13 @@ def test_cli_pair(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["-m", "fairseq_exporter.cli.score"], ["-m", "fairseq_exporter.toy.report"],
-                                     ["-m", "fairseq_exporter.toy.published"], ["fairseq-exporter-score"],
+                                     ["-m", "fairseq_exporter.toy.published"], ["-m", "fairseq_exporter.toy.make_corpus"],
+                                     ["fairseq-exporter-score"],
                                      ["-c", "import fairseq_exporter"]])
 def test_only_the_text_only_entry_points_start_without_fairseq(command, tmp_path):
-    """The scorer and the toy's reports read and write text: they skip the fairseq import that
-    registering the plugin needs (most of their start-up); anything else registers it."""
+    """The scorer and the toy's reports and corpus need neither fairseq's registries nor its
+    checkpoints: they skip the fairseq import that registering the plugin needs (most of their
+    start-up); anything else registers it."""
     if command[0].startswith("fairseq-"):
         command = [os.path.join(os.path.dirname(sys.executable), command[0])]
     else:
