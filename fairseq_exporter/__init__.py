@@ -12,11 +12,13 @@ __version__ = "0.1.0"
 import os
 import sys
 
-# Entry points that need neither fairseq's registries nor its checkpoints (the scorer, the toy's
-# reports and corpus): importing fairseq to register the plugin is most of their start-up (3 s
-# of CPU).
-TEXT_ONLY_ENTRY_POINTS = {
+# Entry points that need neither fairseq's registries nor its checkpoints (the scorer, the data
+# preparation, the toy's reports and corpus): importing fairseq to register the plugin would be
+# most of their start-up (3 s of CPU).
+FAIRSEQ_FREE_ENTRY_POINTS = {
     "fairseq_exporter.cli.score": "fairseq-exporter-score",
+    "fairseq_exporter.cli.prep_mustc": "fairseq-exporter-prep-mustc",
+    "fairseq_exporter.cli.join_manifests": "fairseq-exporter-join-manifests",
     "fairseq_exporter.results_table": None,
     "fairseq_exporter.toy.report": None,
     "fairseq_exporter.toy.published": None,
@@ -31,10 +33,10 @@ def _entry_point() -> str:
         argv = sys.orig_argv
         return argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
     script = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return next((module for module, name in TEXT_ONLY_ENTRY_POINTS.items() if name and name == script), "")
+    return next((module for module, name in FAIRSEQ_FREE_ENTRY_POINTS.items() if name and name == script), "")
 
 
-if _entry_point() not in TEXT_ONLY_ENTRY_POINTS:
+if _entry_point() not in FAIRSEQ_FREE_ENTRY_POINTS:
     from fairseq_exporter import compat
 
     compat.allow_fairseq_checkpoint_globals()

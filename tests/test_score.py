@@ -249,10 +249,11 @@ def test_cli_pair(tmp_path):
 
 @pytest.mark.parametrize("command", [["-m", "fairseq_exporter.cli.score"], ["-m", "fairseq_exporter.toy.report"],
                                      ["-m", "fairseq_exporter.toy.published"], ["-m", "fairseq_exporter.toy.make_corpus"],
-                                     ["fairseq-exporter-score"],
+                                     ["-m", "fairseq_exporter.cli.prep_mustc"], ["fairseq-exporter-score"],
+                                     ["fairseq-exporter-join-manifests"],
                                      ["-c", "import fairseq_exporter"]])
 def test_only_the_text_only_entry_points_start_without_fairseq(command, tmp_path):
-    """The scorer and the toy's reports and corpus need neither fairseq's registries nor its
+    """The scorer, the data preparation and the toy's reports and corpus need neither fairseq's registries nor its
     checkpoints: they skip the fairseq import that registering the plugin needs (most of their
     start-up); anything else registers it."""
     if command[0].startswith("fairseq-"):
