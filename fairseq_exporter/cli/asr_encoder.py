@@ -33,7 +33,8 @@ def encoder_checkpoint(asr_checkpoint: Path, dictionary: Path, seed: int) -> tup
     if not asr_checkpoint.is_file():
         raise FileNotFoundError(f"{asr_checkpoint}: no such ASR checkpoint")
     size = dictionary_size(dictionary)
-    state = torch.load(asr_checkpoint, map_location="cpu", weights_only=False)
+    # torch's safe loading, with the plugin's allowlist of what fairseq checkpoints hold (compat.py)
+    state = torch.load(asr_checkpoint, map_location="cpu")
     model = state.get("model") if isinstance(state, dict) else None
     if not model or not any(k.startswith("encoder.") for k in model):
         raise ValueError(f"{asr_checkpoint}: not a fairseq checkpoint of an encoder-decoder ASR "
