@@ -30,8 +30,8 @@ def _entry_point() -> str:
     """The module this process runs: ``python -m MODULE`` (while the package of MODULE is
     imported, sys.argv[0] is "-m") or a console script, by its name."""
     if sys.argv and sys.argv[0] == "-m" and "-m" in getattr(sys, "orig_argv", ()):
-        argv = sys.orig_argv
-        return argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
+        after = sys.orig_argv[sys.orig_argv.index("-m") + 1:]
+        return after[0] if after else ""
     script = os.path.basename(sys.argv[0]) if sys.argv else ""
     return next((module for module, name in FAIRSEQ_FREE_ENTRY_POINTS.items() if name and name == script), "")
 

@@ -27,9 +27,10 @@ def dictionary_size(path: Path) -> int:
     return len(Dictionary.load(str(path)))
 
 
-def encoder_checkpoint(asr_checkpoint: Path, dictionary: Path, seed: int) -> tuple[dict, int]:
+def encoder_checkpoint(asr_checkpoint: Path, dictionary: Path, seed: int) -> tuple[dict, int, int]:
     """The checkpoint ``--load-pretrained-encoder-from`` reads (its config and the encoder's weights,
-    with a fresh CTC projection for ``dictionary``), and the number of weights kept as they were."""
+    with a fresh CTC projection for ``dictionary``), the number of weights kept as they were, and
+    the dictionary's size."""
     if not asr_checkpoint.is_file():
         raise FileNotFoundError(f"{asr_checkpoint}: no such ASR checkpoint")
     size = dictionary_size(dictionary)
@@ -52,7 +53,7 @@ def encoder_checkpoint(asr_checkpoint: Path, dictionary: Path, seed: int) -> tup
     kept = len([k for k in encoder if not k.startswith(CTC_PROJECTION)])
     out = {k: v for k, v in state.items() if k not in ("model", "last_optimizer_state")}
     out["model"] = encoder
-    return out, kept
+    return out, kept, size
 
 
 def main(argv=None):
@@ -67,14 +68,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="seed of the fresh CTC projection")
     args = parser.parse_args(argv)
     try:
-        state, kept = encoder_checkpoint(args.asr_checkpoint, args.dictionary, args.seed)
+        state, kept, size = encoder_checkpoint(args.asr_checkpoint, args.dictionary, args.seed)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"fairseq-exporter-asr-encoder: {err}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.out)
     fresh = " and a fresh CTC projection" if CTC_PROJECTION + "weight" in state["model"] else ""
     print(f"wrote {kept} encoder weights of {args.asr_checkpoint}{fresh} "
-          f"({dictionary_size(args.dictionary)} symbols of {args.dictionary}) to {args.out}")
+          f"({size} symbols of {args.dictionary}) to {args.out}")
 
 
 if __name__ == "__main__":

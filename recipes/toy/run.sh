@@ -207,7 +207,7 @@ last_dev() {  # the last dev record of a training log, for the progress line
 train_asr() {  # N [name config extra-flags...]: the ASR of an N-update budget in WORK/NAME (default
   # asr-N; its lr decays to the end of N) on the data config CONFIG (default config_asr.yaml: the
   # MT's pieces); the study's ASR and the dev protocol's candidates are the same runs
-  local n=$1 name=${2:-asr-$1} config=${3:-config_asr.yaml}; shift; shift $(( $# < 2 ? $# : 2 ))
+  local n=$1 name=${2:-asr-$1} config=${3:-config_asr.yaml}; shift $(( $# < 3 ? $# : 3 ))
   local save=$work/$name
   step_done "$save" "$n" && return
   run "train-$name" fairseq_cli.train "$st" --task speech_to_text --config-yaml "$config" \
