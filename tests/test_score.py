@@ -9,6 +9,7 @@ import pytest
 import sacrebleu
 
 from fairseq_exporter.cli.score import (
+    Corpus,
     ScoreError,
     build_report,
     corpus_wer,
@@ -17,6 +18,7 @@ from fairseq_exporter.cli.score import (
     paired_bootstrap,
     resampled_scores,
     score_corpus,
+    wer_delta_interval,
 )
 from fairseq_exporter.generate_output import read_generate_output
 
@@ -267,3 +269,25 @@ def test_only_the_text_only_entry_points_start_without_fairseq(command, tmp_path
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert ("fairseq" not in imported and "torch" not in imported) == text_only
     assert ("fairseq_exporter.tasks.speech_to_text_exporter" in imported) != text_only
+
+
+def _asr_corpus(path, transcripts, asr):
+    return Corpus(path=path, ids=list(range(len(asr))), hypotheses=["x"] * len(asr), references=["x"] * len(asr),
+                  transcripts=transcripts, asr=asr)
+
+
+def test_wer_delta_is_the_corpus_wer_difference_with_its_bootstrap_interval():
+    transcripts = ["a b c d", "e f", "g h i", "j"] * 25
+    before = _asr_corpus("before", transcripts, ["a b c d", "e x", "g h i", "j"] * 25)  # 1 edit per 10 words
+    after = _asr_corpus("after", transcripts, ["a b c", "e x", "g y i", "j"] * 25)  # 3 edits per 10 words
+    d = wer_delta_interval(after, before)
+    assert d["dwer"] == pytest.approx(corpus_wer(transcripts, after.asr) - corpus_wer(transcripts, before.asr))
+    assert d["dwer"] == pytest.approx(20.0) and 0 < d["ci"][0] < 20.0 < d["ci"][1]
+    same = wer_delta_interval(before, before)
+    assert same["dwer"] == 0 and same["ci"] == [0, 0]
+    assert wer_delta_interval(after, before) == d  # seeded: the same interval every time
+    other = _asr_corpus("other", ["z"] * 100, before.asr)
+    with pytest.raises(ScoreError, match="other: its S- transcripts are not those of after"):
+        wer_delta_interval(after, other)
+    with pytest.raises(ScoreError, match="no ASR- lines"):
+        wer_delta_interval(after, Corpus("plain", [0], ["x"], ["x"], None, None))

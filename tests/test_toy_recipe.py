@@ -15,16 +15,17 @@ ROWS = ("1-best cascade", "reference transcript", "stage 1:", "stage 2:", "adapt
         "posterior coupling", "LM: 1-best cascade", "LM: stage 1", "LM: stage 2", "LM: control",
         "ablation: stage 2 with the ASR frozen", "ablation: 1-best cascade, MT source table adapted",
         "HF MT: 1-best cascade", "HF MT: stage 1", "HF MT: stage 2", "HF MT: control",
-        "LM ablation: LM stage 2 with the ASR frozen", "LM ablation: LM 1-best cascade, LM input table adapted")
+        "LM ablation: LM stage 2 with the ASR frozen", "LM ablation: LM 1-best cascade, LM input table adapted",
+        "table-free exporter: stage 1", "table-free exporter: stage 2,", "table-free exporter: stage 2 with the ASR frozen")
 STEPS = ("onebest", "reference", "stage1", "stage2", "control", "adapted-onebest", "stage3",
          "onebest-decoder", "stage2-decoder", "posterior", "onebest-lm", "stage1-lm", "stage2-lm", "control-lm",
          "exporter-only", "text-only", "onebest-hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt",
-         "exporter-only-lm", "text-only-lm")
+         "exporter-only-lm", "text-only-lm", "stage1-tf", "stage2-tf", "exporter-only-tf")
 
 
 def test_quick_study_produces_every_row_and_file(quick_study):
     work, results, log = quick_study.work, quick_study.results, quick_study.log
-    for stage in range(12):
+    for stage in range(13):
         assert f"Stage {stage}:" in log
     seed1, seed1_results = work / "seed1", results / "seed1"
     table = (seed1_results / "results.md").read_text()
@@ -38,6 +39,12 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert "With the LM, stage 2 against the exporter-only ablation: ΔBLEU" in table
     assert "With the LM, stage 2 against the text-only ablation: ΔBLEU" in table
     assert "| stage 2 vs control |" in table  # the split by ambiguous noun
+    assert "With the table-free exporter, stage 2 against the control: ΔBLEU" in table
+    assert "With the table-free exporter, stage 2 against its exporter-only ablation: ΔBLEU" in table
+    assert "| table-free: stage 2 vs exporter only |" in table
+    # stage 12's exporter has no table: the quick settings' mlp, its stage 1 kept at its lowest dev L2
+    assert "--exporter-type mlp" in table and "--best-checkpoint-metric l2" in table
+    assert "| table-free: stage 2 | " in table  # finding (d) as an interval, per ASR update
     assert "--lm-checkpoint" in table and "--lm-chat" in table and (seed1 / "lm" / "config.json").exists()
     # stage 9's ASR writes the LM's pieces
     assert "--config-yaml config_asr_lm.yaml" in table and (seed1 / "asr-lm" / "checkpoint_best.pt").exists()
@@ -62,11 +69,11 @@ def test_quick_study_produces_every_row_and_file(quick_study):
                                     "stage3", "decoder_onebest", "stage2_decoder", "posterior",
                                     "lm_onebest", "lm_stage1", "lm_stage2", "lm_control", "exporter_only", "text_only",
                                     "hf_mt_onebest", "hf_mt_stage1", "hf_mt_stage2", "hf_mt_control",
-                                    "lm_exporter_only", "lm_text_only"}
+                                    "lm_exporter_only", "lm_text_only", "tf_stage1", "tf_stage2", "tf_exporter_only"}
     assert figures["rows"]["onebest"]["dbleu"] is None and figures["rows"]["control"]["l2"] is None
     assert figures["rows"]["stage2"]["l2"] is not None and figures["stage2_vs_control"]["p"] is not None
     for versus in ("stage2_vs_exporter_only", "stage2_vs_text_only", "lm_stage2_vs_exporter_only",
-                   "lm_stage2_vs_text_only"):
+                   "lm_stage2_vs_text_only", "tf_stage2_vs_control", "tf_stage2_vs_exporter_only"):
         assert figures[versus]["p"] is not None, versus
     assert len(figures["rows"]["stage3"]["ci"]) == 2 and set(figures["split"]["stage2"]) == {"with", "without"}
     # every generate output's hash: a rerun of the seed is checked against them
@@ -76,12 +83,16 @@ def test_quick_study_produces_every_row_and_file(quick_study):
                                                    "corpus:sentencepiece", "corpus:manifests", "mt", "asr"]
     assert set(figures["product_sha256"]) >= {"stage1", "stage2", "control", "mt-adapted", "stage3", "lm",
                                               "asr-lm", "stage2-lm", "exporter-only", "mt-text-only", "hf-mt", "stage2-hf-mt",
-                                              "exporter-only-lm", "lm-text-only"}
+                                              "exporter-only-lm", "lm-text-only", "stage1-tf", "stage2-tf",
+                                              "exporter-only-tf"}
     # (stage 0 first ran in --seeds 1,2; the study's stage 0 found the corpus made)
-    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:3] == ["0-0", "0-7", "8-11"]
+    assert len(figures["machine"]) == 1 and figures["machine"][0]["stages"][:3] == ["0-0", "0-7", "8-12"]
     assert figures["machine"][0]["facts"]["threads"] == int(os.environ["OMP_NUM_THREADS"])
     assert set(figures["seconds"]) >= {"corpus", "mt", "asr", "stage1", "baselines", "stage2", "stage3"}
-    assert set(figures["findings"]) == set("abcd")
+    assert set(figures["findings"]) == set("abcde") and figures["findings"]["e"]["holds"] is not None
+    for key in ("stage2", "control", "tf_stage2", "lm_stage2"):
+        d = figures["wer_deltas"][key]
+        assert d["utterances"] == n_test and d["ci"][0] <= d["dwer"] <= d["ci"][1], key
 
 
 def test_seeds_runs_each_seed_as_its_own_study(quick_study):
@@ -116,6 +127,8 @@ def test_seeds_summarizes_the_seeds_results(quick_study, tmp_path):
     assert summary["pooled"]["stage2"]["seeds"] == 2  # read from each seed's outputs
     assert (results / "seeds.png").stat().st_size > 10_000
     assert "stage 2 vs control" in (results / "results.md").read_text()
+    assert summary["wer_deltas"]["tf_stage2"]["utterances"] == 2 * summary["seeds"]["1"]["n"]
+    assert summary["pooled"]["tf_stage2_vs_exporter_only"]["seeds"] == 2
 
 
 def test_a_rerun_skips_what_is_done_and_rebuilds_the_same_table(quick_study):

@@ -57,6 +57,24 @@ def test_tune_reads_no_test_split_and_writes_the_settings_the_study_reads(again,
                      "--work", again, "--results", tmp_path / "study")
     assert f"asr_updates={selected['asr_updates']} exporter_type={selected['exporter_type']}" in log
 
+    # stage 12's protocol on the ASR --tune selected: still no test split, and its settings reach stage 12
+    log = run_recipe("--tune-table-free", "--settings", results / "tune.json", "--work", tune_work,
+                     "--results", results)
+    assert f"ASR of {selected['asr_updates']} updates" in log and "Stage" not in log
+    commands = (tune_work / "commands.sh").read_text()
+    assert "fairseq_cli.generate" not in commands and "fairseq_cli.validate" not in commands
+    assert "--best-checkpoint-metric l2" in commands and "--exporter-type transformer" in commands
+    table_free = json.loads((results / "tune-table-free.json").read_text())
+    assert table_free["split"] == "dev" and table_free["selected"]["exporter_type"] in ("mlp", "transformer")
+    assert "**Transcript-loss weight**" in (results / "tune-table-free.md").read_text()
+    assert {row["asr_weight"] for row in table_free["asr_weight"]} == {"0.3", "1"}
+    study = tmp_path / "study-work"  # (a copy: the same-bits test below reads the second run's products)
+    shutil.copytree(again, study, symlinks=True)
+    log = run_recipe("--table-free-settings", results / "tune-table-free.json", "--stage", 12, "--stop-stage", 12,
+                     "--work", study, "--results", tmp_path / "study")
+    assert f"tf_exporter_type={table_free['selected']['exporter_type']} " in log and "Stage 12:" in log
+    assert (study / "gen" / "stage2-tf" / "vs-exporter-only.json").exists()
+
 
 def test_full_scale_reads_the_committed_settings(tmp_path):
     committed = json.loads((REPO / "recipes/toy/results/tune.json").read_text())["selected"]
@@ -84,10 +102,14 @@ def test_a_bad_settings_file_is_refused_naming_it(tmp_path, selected, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--asr-updates", "4800x"], "--asr-updates must be a positive integer"),
-    (["--stage", "12"], "--stage must be a stage number 0-11, not '12'"),
-    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-11, not 'x'"),
-    (["--seeds", "1,2", "--tune"], "--tune runs on one seed"),
+    (["--stage", "13"], "--stage must be a stage number 0-12, not '13'"),
+    (["--stop-stage", "x"], "--stop-stage must be a stage number 0-12, not 'x'"),
+    (["--seeds", "1,2", "--tune"], "--tune and --tune-table-free run on one seed"),
+    (["--seeds", "1,2", "--tune-table-free"], "--tune and --tune-table-free run on one seed"),
+    (["--tune", "--tune-table-free"], "give --tune, then --tune-table-free"),
     (["--settings", "no/such/tune.json"], "--settings no/such/tune.json: no such file (write one with --tune)"),
+    (["--table-free-settings", "no/such.json"],
+     "--table-free-settings no/such.json: no such file (write one with --tune-table-free)"),
     (["--stage", "8"], "--stage 8 is after --stop-stage 7: nothing to run"),
     (["--scale", "small"], "--scale must be full or quick, not 'small'"),
     (["--seed", "-1"], "--seed must be a non-negative integer"),
@@ -116,6 +138,14 @@ def test_ablations_without_a_stage_2_to_ablate_are_refused(tmp_path):
     assert "stage 10 ablates stage 2 (stage 5) or the LM's stage 2 (stage 9): neither is in" in proc.stderr
 
 
+def test_stage_12_without_the_1best_cascade_and_control_is_refused(tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run([*RUN, "--work", str(work), "--results", str(tmp_path / "results"), "--stage", "12",
+                           "--stop-stage", "12"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"stage 12 compares with stage 4's 1-best cascade and stage 5's control: no {work}/gen/onebest" in proc.stderr
+
+
 def test_stage_9_on_an_lm_that_is_not_its_instruct_lm_is_refused(tmp_path):
     work = tmp_path / "work"
     (work / "lm").mkdir(parents=True)
@@ -132,7 +162,7 @@ def test_help_lists_the_options():
     proc = subprocess.run(["bash", str(REPO / "recipes/toy/run.sh"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0
     for option in ("--stage", "--stop-stage", "--scale", "--seed", "--seeds", "--work", "--results", "--asr-updates",
-                   "--stage2-updates", "--tune", "--settings"):
+                   "--stage2-updates", "--tune", "--tune-table-free", "--settings", "--table-free-settings"):
         assert option in proc.stdout
 
 

@@ -111,3 +111,92 @@ def test_a_bad_settings_file_names_the_file(tmp_path, content, message):
     with pytest.raises(SystemExit, match=message) as e:
         main(["settings", str(path)])
     assert str(path) in str(e.value)
+
+
+# --- the table-free protocol (stage 12) ---
+
+TF_GRID = {"exporters": ["mlp", "transformer"], "stage1_lrs": ["1e-3", "3e-3"], "stage1_budgets": [400, 800],
+           "stage1_valid_every": 400, "lrs": ["2e-4", "4e-4"], "base_lr": "2e-4", "budgets": [200, 400],
+           "asr_weights": ["0.3", "1"], "base_asr_weight": "0.3", "valid_every": 100}
+
+
+def tf_dev(bleus, wers):
+    return [{"dev_bleu": str(b), "dev_wer": str(w), "dev_num_updates": str(100 * (i + 1))}
+            for i, (b, w) in enumerate(zip(bleus, wers))]
+
+
+def make_tf_work(tmp_path, weight1=None):
+    work = tmp_path / "work"
+    (work / "tune").mkdir(parents=True)
+    (work / "tune" / "grid-table-free.json").write_text(json.dumps(TF_GRID))
+    (work / "data").mkdir()
+    (work / "data" / "corpus.json").write_text(json.dumps({"arguments": {"seed": 1, "scale": "full"}}))
+    stage1 = {("mlp", "1e-3"): ["0.5", "0.3"], ("mlp", "3e-3"): ["0.4", "0.2"],
+              ("transformer", "1e-3"): ["0.6", "0.4"], ("transformer", "3e-3"): ["0.5", "0.45"]}
+    for (exporter, lr), l2s in stage1.items():
+        write_log(tmp_path / "work", f"tune-tf-stage1-{exporter}-lr{lr}", "dev",
+                  [{"dev_l2": l2, "dev_wer": "40.0", "dev_num_updates": str(400 * (i + 1))} for i, l2 in enumerate(l2s)])
+    runs = {("mlp", "2e-4", "0.3"): tf_dev([20, 22, 23, 24], [40, 40, 39.5, 39.8]),
+            ("transformer", "2e-4", "0.3"): tf_dev([18, 19, 20, 21], [40, 40, 40, 40]),
+            ("mlp", "4e-4", "0.3"): tf_dev([21, 22, 22, 22], [40, 40, 40, 40]),
+            # weight 1: the best BLEU of all, but its WER is over the 1-best's (40.0) after update 200
+            ("mlp", "2e-4", "1"): weight1 or tf_dev([23, 25, 26, 27], [39, 40.5, 41, 41])}
+    for (exporter, lr, w), records in runs.items():
+        write_log(work, f"tune-tf-stage2-{exporter}-lr{lr}-w{w}", "dev", records)
+    return work
+
+
+def test_table_free_selections_follow_their_declared_criteria(tmp_path):
+    from fairseq_exporter.toy.tune import tune_table_free
+
+    t = tune_table_free(make_tf_work(tmp_path))
+    assert t["stage1_best"]["mlp"] == {"lr": "3e-3", "updates": 800, "value": 0.2}  # lowest dev L2
+    assert t["stage1_best"]["transformer"]["lr"] == "1e-3"  # 0.4 < 0.45
+    assert t["onebest_dev_wer"] == 40.0 and t["constraint_met"]
+    # mlp (24 > 21 at the base lr and weight); lr 2e-4 (24 > 22); weight 1's 27 is over the 1-best's
+    # WER: weight 1 at 200 updates (25, WER 40.5) is over too; its 100-update cell (23, WER 39) is not,
+    # but weight 0.3 at 400 (24 at update 400, WER 39.8) is better
+    assert t["selected"] == {"exporter_type": "mlp", "stage1_lr": 3e-3, "stage1_updates": 800, "stage2_lr": 2e-4,
+                             "stage2_updates": 400, "asr_weight": 0.3}
+    assert t["asr_weight_best"] == {"asr_weight": "0.3", "updates": 400, "value": 24.0, "wer": 39.8}
+
+
+def test_table_free_weight_wins_where_its_wer_keeps_within_the_1best(tmp_path):
+    from fairseq_exporter.toy.tune import tune_table_free
+
+    t = tune_table_free(make_tf_work(tmp_path, weight1=tf_dev([23, 25, 26, 27], [39, 39, 40, 41])))
+    # weight 1 at 200 updates: 25 at WER 39; at 400 a run keeps its best BLEU (27, WER 41: over)
+    assert t["selected"]["asr_weight"] == 1.0 and t["selected"]["stage2_updates"] == 200
+
+
+def test_table_free_weight_falls_back_to_the_lowest_wer_where_none_keeps_within(tmp_path):
+    from fairseq_exporter.toy.tune import select_asr_weight
+
+    cells = [("0.3", {"budget": 200, "value": 30.0, "wer": 41.0}), ("1", {"budget": 200, "value": 20.0, "wer": 40.5})]
+    weight, cell, met = select_asr_weight(cells, 40.0)
+    assert (weight, cell["value"], met) == ("1", 20.0, False)
+
+
+def test_table_free_report_and_settings_for_stage_12(tmp_path, capsys):
+    work = make_tf_work(tmp_path)
+    main(["report-table-free", "--work", str(work), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "tune-table-free.md").read_text()
+    assert "**24.00, 39.80 (at 400)**" in text and "27.00, 41.00 (over) (at 400)" in text
+    capsys.readouterr()
+    main(["settings", "--table-free", str(tmp_path / "out" / "tune-table-free.json")])
+    assert capsys.readouterr().out.split() == [
+        "tf_exporter_type=mlp", "tf_stage1_lr=0.003", "tf_stage1_updates=800", "tf_stage2_lr=0.0002",
+        "tf_stage2_updates=400", "tf_asr_weight=0.3"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"selected": {**json.loads((tmp_path / "out" / "tune-table-free.json").read_text())[
+        "selected"], "exporter_type": "vocab"}}))  # a table
+    with pytest.raises(SystemExit, match=r"bad.json: \"selected\".exporter_type = 'vocab' is not a valid"):
+        main(["settings", "--table-free", str(path)])
+
+
+def test_table_free_run_without_dev_wer_names_its_log(tmp_path):
+    from fairseq_exporter.toy.tune import tune_table_free
+
+    work = make_tf_work(tmp_path, weight1=[{"dev_bleu": "20", "dev_num_updates": str(100 * (i + 1))} for i in range(4)])
+    with pytest.raises(TuneError, match=r"train-tune-tf-stage2-mlp-lr2e-4-w1.log: no dev_wer"):
+        tune_table_free(work)

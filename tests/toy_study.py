@@ -23,8 +23,8 @@ class Study(NamedTuple):
     work: Path  # WORK: seed1/ and seed2/ (seed 2: its corpus only)
     results: Path  # RESULTS: seed1/
     seeds_log: str  # --seeds 1,2 through stage 0
-    log: str  # seed 1's runs: stages 0-7, then (quick_study) 8-11
-    results_0_7: dict  # seed 1's results.json as stage 7 wrote it (stages 8-11 rewrite the file)
+    log: str  # seed 1's runs: stages 0-7, then (quick_study) 8-12
+    results_0_7: dict  # seed 1's results.json as stage 7 wrote it (stages 8-12 rewrite the file)
 
 
 def _study_0_7(root):
@@ -45,10 +45,10 @@ def study_0_7(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quick_study(study_0_7, tmp_path_factory):
-    """study_0_7, then stages 8-11 on seed 1 (in its work dir)."""
+    """study_0_7, then stages 8-12 on seed 1 (in its work dir)."""
     def extras(_):
-        return run_recipe("--stage", 8, "--stop-stage", 11, "--work", study_0_7.work / "seed1",
+        return run_recipe("--stage", 8, "--stop-stage", 12, "--work", study_0_7.work / "seed1",
                           "--results", study_0_7.results / "seed1")
 
-    return study_0_7._replace(log=study_0_7.log + shared(tmp_path_factory, "toy-study-8-11", extras))
+    return study_0_7._replace(log=study_0_7.log + shared(tmp_path_factory, "toy-study-8-12", extras))
 

@@ -160,6 +160,30 @@ def delta_interval(system: Corpus, baseline: Corpus, metric, n_samples: int, see
     return float(low), float(high)
 
 
+def wer_delta_interval(system: Corpus, baseline: Corpus, n_samples: int = 1000, seed: int = 12345) -> dict:
+    """SYSTEM's corpus WER minus BASELINE's (in points) on the same transcripts, and the 95%
+    percentile interval of that difference over paired bootstrap resamples of the utterances
+    (the BLEU test's generator and seed): does an ASR update cost transcript quality?"""
+    import numpy as np
+
+    for corpus in (system, baseline):
+        if corpus.asr is None:
+            raise ScoreError(f"{corpus.path}: no ASR- lines, no WER to compare")
+    if system.transcripts != baseline.transcripts:
+        raise ScoreError(f"{baseline.path}: its S- transcripts are not those of {system.path}")
+    words = np.array([len(t.split()) for t in system.transcripts], dtype=float)
+    if words.sum() == 0:
+        raise ScoreError(f"{system.path}: the transcripts have no words")
+    edits = {name: np.array([editdistance.eval(t.split(), h.split()) for t, h in zip(c.transcripts, c.asr)],
+                            dtype=float) for name, c in (("system", system), ("baseline", baseline))}
+    delta = 100.0 * (edits["system"].sum() - edits["baseline"].sum()) / words.sum()
+    rng = np.random.default_rng(seed)
+    idxs = rng.choice(len(words), size=(n_samples, len(words)), replace=True)
+    diffs = 100.0 * (edits["system"][idxs].sum(1) - edits["baseline"][idxs].sum(1)) / words[idxs].sum(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"dwer": float(delta), "ci": [float(low), float(high)], "bootstrap_samples": n_samples, "seed": seed}
+
+
 def paired_bootstrap(system: Corpus, baseline: Corpus, n_samples: int = 1000,
                      seed: int = 12345) -> dict:
     """sacrebleu's paired bootstrap resampling of SYSTEM against BASELINE.

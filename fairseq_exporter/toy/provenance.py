@@ -53,7 +53,8 @@ NOT_CORPUS = {"dict.lm.txt"}
 MODEL_PRODUCTS = ("mt", "asr", "stage1", "stage2", "control", "mt-adapted", "stage3-exporter", "stage3",
                   "stage1-decoder", "stage2-decoder", "posterior", "lm", "asr-lm", "stage1-lm", "stage2-lm",
                   "control-lm", "exporter-only", "mt-text-only", "text-only-exporter", "exporter-only-lm",
-                  "lm-text-only", "text-only-exporter-lm", "hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt")
+                  "lm-text-only", "text-only-exporter-lm", "hf-mt", "stage1-hf-mt", "stage2-hf-mt", "control-hf-mt",
+                  "stage1-tf", "stage2-tf", "exporter-only-tf")
 
 
 def cpu_flags() -> Tuple[str, set]:

@@ -30,9 +30,12 @@ ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs
 LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
 LM_ABLATIONS = ("lm_exporter_only", "lm_stage2_vs_exporter_only", "lm_text_only", "lm_stage2_vs_text_only")
 HF_MT = ("hf_mt_stage1", "hf_mt_stage2", "hf_mt_stage2_vs_control", "hf_mt_control")
-# the text-model stages' runs on seeds 1-3 (each seed's corpus, its ASR and the stage), each
-# summarized apart from the study in RESULTS/DIR: stage 9 (the instruct LM), stage 11 (the HF MT)
-TEXT_MODEL_STUDIES = {"lm": "stage 9", "hf-mt": "stage 11"}
+TABLE_FREE = ("stage2", "stage2_vs_exporter_only", "tf_stage1", "tf_stage2", "tf_stage2_vs_control", "tf_exporter_only",
+              "tf_stage2_vs_exporter_only")
+# the later stages' runs on seeds 1-3 (each seed's corpus, its ASR and the stage), each summarized
+# apart from the study in RESULTS/DIR: stage 9 (the instruct LM), stage 11 (the HF MT), stage 12
+# (the table-free exporter, beside stages 1-5 of the same runs)
+TEXT_MODEL_STUDIES = {"lm": "stage 9", "hf-mt": "stage 11", "table-free": "stage 12"}
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
@@ -92,7 +95,9 @@ def findings_lines(summary: dict) -> str:
                          for seed, r in seeds)}
     lines = []
     for key, claim in report.CLAIMS.items():
-        s = summary["findings"][key]
+        s = summary["findings"].get(key)
+        if s is None or (key in report.OPTIONAL_CLAIMS and len(s["not_checked"]) == s["n"]):
+            continue
         line = f"- **({key}) holds on {s['holds']}/{s['n']} seeds**: {claim}"
         if s["not_holding"]:
             line += " (not on seed " + ", ".join(map(str, s["not_holding"])) + ")"
@@ -124,6 +129,46 @@ def _split(summary: dict) -> str:
     table = report.split_table(summary.get("split"))
     if table is None:
         raise PublishedError("results.json has no split figures")
+    return table
+
+
+def table_free_seeds_table(seeds: dict) -> str:
+    """Per seed of stage 12's runs: the WER after each configuration's stage 2 and BLEU of each row."""
+    head = ("seed", "WER 1-best → after stage 2: vocab / table-free", "BLEU 1-best", "vocab stage 2", "control",
+            "table-free stage 1", "table-free stage 2", "table-free exporter only",
+            "ΔBLEU table-free stage 2 vs exporter only (p)")
+    rows = []
+    for seed, results in sorted(seeds.items(), key=lambda kv: int(kv[0])):
+        r = results["rows"]
+        if "tf_stage2" not in r:
+            raise PublishedError(f"table-free (stage 12): seed {seed} has no table-free rows")
+        rows.append((seed, f"{fmt(r['onebest']['wer'])} → {fmt(r['stage2']['wer'])} / {fmt(r['tf_stage2']['wer'])}",
+                     *(fmt(r[name]["bleu"]) for name in ("onebest", "stage2", "control", "tf_stage1", "tf_stage2",
+                                                          "tf_exporter_only")),
+                     paired_cell(results.get("tf_stage2_vs_exporter_only"))))
+    return markdown_table(head, rows)
+
+
+def table_free_settings_table(tune: Optional[dict]) -> str:
+    if tune is None:
+        raise PublishedError(f"{RESULTS / 'tune-table-free.json'}: not found (bash recipes/toy/run.sh --tune-table-free)")
+    s, grid = tune["selected"], tune["grid"]
+    budgets = " / ".join(map(str, grid["budgets"]))
+    rows = [("exporter type", " / ".join(grid["exporters"]), s["exporter_type"]),
+            ("stage 1: learning rate, updates",
+             f"{' / '.join(grid['stage1_lrs'])} × ≤ {' / '.join(map(str, grid['stage1_budgets']))}",
+             f"{lr(s['stage1_lr'])}, {s['stage1_updates']}"),
+            ("stage 2: learning rate, updates", f"{' / '.join(grid['lrs'])} × ≤ {budgets}",
+             f"{lr(s['stage2_lr'])}, {s['stage2_updates']}"),
+            ("stage 2: transcript-loss weight (finding (d) as a constraint)",
+             f"{' / '.join(grid['asr_weights'])} × ≤ {budgets}", f"{s['asr_weight']:g}")]
+    return markdown_table(("setting", "grid", f"selected on seed {tune['seed']}'s dev set"), rows)
+
+
+def wer_table(study: dict) -> str:
+    table = report.wer_delta_table(study.get("wer_deltas"))
+    if table is None:
+        raise PublishedError("table-free/results.json has no WER differences (report --summary with the work dirs)")
     return table
 
 
@@ -214,6 +259,13 @@ BLOCKS: Dict[str, Callable[[dict, dict], str]] = {
                                                            text_model_study(summary, "hf-mt")["pooled"], HF_MT),
     "hf-mt-seeds": lambda summary, tune: text_model_seeds_table(text_model_study(summary, "hf-mt")["seeds"], "hf_mt_",
                                                                 "HF MT ", "hf_mt_onebest", "hf-mt (stage 11)"),
+    "table-free": lambda summary, tune: report.comparisons_table(text_model_study(summary, "table-free")["summary"],
+                                                                text_model_study(summary, "table-free")["pooled"],
+                                                                TABLE_FREE),
+    "table-free-seeds": lambda summary, tune: table_free_seeds_table(text_model_study(summary, "table-free")["seeds"]),
+    "table-free-split": lambda summary, tune: _split(text_model_study(summary, "table-free")),
+    "table-free-settings": lambda summary, tune: table_free_settings_table(summary.get("tune_table_free")),
+    "wer": lambda summary, tune: wer_table(text_model_study(summary, "table-free")),
     "seeds": lambda summary, tune: seeds_table(summary),
     "split": lambda summary, tune: _split(summary),
     "findings": lambda summary, tune: findings_lines(summary),
@@ -240,6 +292,8 @@ def load(results: Path):
     summary, tune = (json.loads(p.read_text()) for p in paths)
     summary["text_model_studies"] = {name: json.loads((results / name / "results.json").read_text())
                                      for name in TEXT_MODEL_STUDIES if (results / name / "results.json").exists()}
+    table_free = results / "tune-table-free.json"
+    summary["tune_table_free"] = json.loads(table_free.read_text()) if table_free.exists() else None
     return summary, tune
 
 

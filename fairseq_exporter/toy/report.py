@@ -67,6 +67,11 @@ ROWS = [
         "lm_onebest"),
     Row("lm_text_only", "LM ablation: LM 1-best cascade, LM input table adapted on the task text (no speech)",
         "text-only-lm", "lm_onebest"),
+    # the paper's table-free exporter (stage 12): a network over the ASR's states, no table of its own
+    Row("tf_stage1", "table-free exporter: stage 1 (ASR, MT frozen)", "stage1-tf", "onebest"),
+    Row("tf_stage2", "table-free exporter: stage 2, ASR + exporter, MT frozen", "stage2-tf", "onebest"),
+    Row("tf_exporter_only", "table-free exporter: stage 2 with the ASR frozen (exporter only)", "exporter-only-tf",
+        "onebest"),
 ]
 # Stage 2 scored against other systems than its 1-best cascade: (results.json key, gen/stage2/<file>)
 VERSUS = {"stage2_vs_control": ("stage2", "vs-control.json"), "lm_stage2_vs_control": ("stage2-lm", "vs-control.json"),
@@ -74,14 +79,18 @@ VERSUS = {"stage2_vs_control": ("stage2", "vs-control.json"), "lm_stage2_vs_cont
           "stage2_vs_exporter_only": ("stage2", "vs-exporter-only.json"),
           "stage2_vs_text_only": ("stage2", "vs-text-only.json"),
           "lm_stage2_vs_exporter_only": ("stage2-lm", "vs-exporter-only.json"),
-          "lm_stage2_vs_text_only": ("stage2-lm", "vs-text-only.json")}
+          "lm_stage2_vs_text_only": ("stage2-lm", "vs-text-only.json"),
+          "tf_stage2_vs_control": ("stage2-tf", "vs-control.json"),
+          "tf_stage2_vs_exporter_only": ("stage2-tf", "vs-exporter-only.json")}
 CURVES = [("stage 1", "stage1"), ("stage 2", "stage2"), ("control: transcript loss only", "control"),
           ("stage 3 (exporter only)", "stage3-exporter"),
           ("stage 3", "stage3"), ("stage 1, decoder source", "stage1-decoder"),
           ("stage 2, decoder source", "stage2-decoder"), ("posterior coupling", "posterior"),
           ("LM: stage 1", "stage1-lm"), ("LM: stage 2", "stage2-lm"), ("LM: control", "control-lm"),
           ("HF MT: stage 1", "stage1-hf-mt"), ("HF MT: stage 2", "stage2-hf-mt"), ("HF MT: control", "control-hf-mt"),
-          ("ablation: exporter only", "exporter-only"), ("LM ablation: exporter only", "exporter-only-lm")]
+          ("ablation: exporter only", "exporter-only"), ("LM ablation: exporter only", "exporter-only-lm"),
+          ("table-free: stage 1", "stage1-tf"), ("table-free: stage 2", "stage2-tf"),
+          ("table-free: exporter only", "exporter-only-tf")]
 JSON_LINE = re.compile(r"\| (\w[\w-]*) \| (\{.*\})\s*$")
 
 # The study's claims, checked on each seed (findings below).
@@ -96,6 +105,8 @@ CLAIMS = {
     "c": f"on the adapted MT the gain is gone: the 95% bootstrap interval of stage 3's ΔBLEU against the adapted "
          f"1-best cascade lies within ±{EQUIVALENCE:g} BLEU",
     "d": "the ASR's WER is not worse after stage 2",
+    "e": f"with the table-free exporter (stage 12), stage 2 beats its exporter-only ablation (ΔBLEU > 0, p < {ALPHA}): "
+         "the translation loss's update of the ASR adds to what the exporter alone learns",
 }
 # Comparisons summarized over seeds: (key, label); the key is a row (against its own 1-best
 # cascade) or stage2_vs_control / lm_stage2_vs_control.
@@ -120,7 +131,13 @@ COMPARISONS = [("stage1", "stage 1 vs 1-best cascade"), ("stage2", "stage 2 vs 1
                ("lm_exporter_only", "LM ablation: exporter only (ASR frozen) vs LM 1-best cascade"),
                ("lm_stage2_vs_exporter_only", "LM: stage 2 vs exporter only"),
                ("lm_text_only", "LM ablation: text-only adaptation vs LM 1-best cascade"),
-               ("lm_stage2_vs_text_only", "LM: stage 2 vs text-only adaptation")]
+               ("lm_stage2_vs_text_only", "LM: stage 2 vs text-only adaptation"),
+               # the table-free exporter (stage 12)
+               ("tf_stage1", "table-free: stage 1 vs 1-best cascade"),
+               ("tf_stage2", "table-free: stage 2 vs 1-best cascade"),
+               ("tf_stage2_vs_control", "table-free: stage 2 vs control"),
+               ("tf_exporter_only", "table-free: exporter only (ASR frozen) vs 1-best cascade"),
+               ("tf_stage2_vs_exporter_only", "table-free: stage 2 vs exporter only")]
 # The same comparisons as (system step, baseline step) under gen/, for the paired test on the
 # seeds' test sets pooled: one test over all seeds' utterances instead of one per seed.
 POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
@@ -135,9 +152,18 @@ POOLED = {"stage1": ("stage1", "onebest"), "stage2": ("stage2", "onebest"),
           "text_only": ("text-only", "onebest"), "stage2_vs_text_only": ("stage2", "text-only"),
           "lm_exporter_only": ("exporter-only-lm", "onebest-lm"),
           "lm_stage2_vs_exporter_only": ("stage2-lm", "exporter-only-lm"),
-          "lm_text_only": ("text-only-lm", "onebest-lm"), "lm_stage2_vs_text_only": ("stage2-lm", "text-only-lm")}
+          "lm_text_only": ("text-only-lm", "onebest-lm"), "lm_stage2_vs_text_only": ("stage2-lm", "text-only-lm"),
+          "tf_stage1": ("stage1-tf", "onebest"), "tf_stage2": ("stage2-tf", "onebest"),
+          "tf_stage2_vs_control": ("stage2-tf", "control"), "tf_exporter_only": ("exporter-only-tf", "onebest"),
+          "tf_stage2_vs_exporter_only": ("stage2-tf", "exporter-only-tf")}
 # The split: stage 2 and the control on the test sentences with and without an ambiguous noun
-SPLIT = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "stage2_vs_control": ("stage2", "control")}
+SPLIT = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "stage2_vs_control": ("stage2", "control"),
+         "tf_stage2": ("stage2-tf", "onebest"), "tf_stage2_vs_exporter_only": ("stage2-tf", "exporter-only-tf")}
+# Finding (d) as an interval: the ASR's WER after each stage that updates it against its 1-best
+# (system step, baseline step), a paired bootstrap over utterances
+WER_DELTAS = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "tf_stage2": ("stage2-tf", "onebest"),
+              "lm_stage2": ("stage2-lm", "onebest-lm")}
+WER_LABELS = {"stage2": "stage 2", "control": "control", "tf_stage2": "table-free: stage 2", "lm_stage2": "LM: stage 2"}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
            ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
            ("stage2_vs_control", "stage 2\nvs control")]
@@ -283,17 +309,48 @@ def finding_c(rows: dict):
                                               f"95% interval {interval(stage3['ci'])}")
 
 
-def finding_d(rows: dict):
+def finding_d(rows: dict, wer_delta: Optional[dict] = None):
     """The translation loss does not buy BLEU at the transcript's expense."""
     before, after = rows.get("onebest", {}).get("wer"), rows.get("stage2", {}).get("wer")
     if before is None or after is None:
         return unchecked("d", "WER of the 1-best cascade and of stage 2 (gen/onebest, gen/stage2 score.json)")
-    return verdict("d", after <= before, f"WER {after:.2f} after stage 2, {before:.2f} before (1-best cascade)")
+    text = f"WER {after:.2f} after stage 2, {before:.2f} before (1-best cascade)"
+    if wer_delta is not None:
+        text += f", ΔWER {wer_delta['dwer']:+.2f}, 95% interval {interval(wer_delta['ci'])}"
+    return verdict("d", after <= before, text)
 
 
-def findings(rows: dict, vs_control: Optional[dict]):
+def finding_e(rows: dict, vs_exporter_only: Optional[dict]):
+    """With no table in the exporter, a gain over the exporter-only ablation has to come through the ASR."""
+    if vs_exporter_only is None:
+        return unchecked("e", "table-free stage 2 score against its exporter-only ablation "
+                              "(gen/stage2-tf/vs-exporter-only.json)")
+    return verdict("e", significant_gain(vs_exporter_only),
+                   versus("table-free: stage 2 vs exporter only", vs_exporter_only))
+
+
+def findings(rows: dict, vs_control: Optional[dict], wer_deltas: Optional[dict] = None,
+             tf_vs_exporter_only: Optional[dict] = None):
     return {"a": finding_a(rows), "b": finding_b(rows, vs_control), "c": finding_c(rows),
-            "d": finding_d(rows)}
+            "d": finding_d(rows, (wer_deltas or {}).get("stage2")), "e": finding_e(rows, tf_vs_exporter_only)}
+
+
+def wer_delta_figures(works) -> dict:
+    """Per WER_DELTAS comparison on the works' test sets put together: ΔWER (system - its
+    1-best) and its 95% paired-bootstrap interval; None where a system was not run."""
+    from fairseq_exporter.cli.score import load_corpus, wer_delta_interval
+
+    out = {}
+    for key, (system_step, baseline_step) in WER_DELTAS.items():
+        paths = [(w / "gen" / system_step / "generate-test.txt", w / "gen" / baseline_step / "generate-test.txt")
+                 for w in works]
+        if not all(p.exists() for pair in paths for p in pair):
+            out[key] = None
+            continue
+        system = pooled_asr_corpus([load_corpus(str(a)) for a, _ in paths])
+        baseline = pooled_asr_corpus([load_corpus(str(b)) for _, b in paths])
+        out[key] = {**wer_delta_interval(system, baseline), "utterances": len(system.ids)}
+    return out
 
 
 def build_results(work: Path):
@@ -307,14 +364,15 @@ def build_results(work: Path):
     versus_figures = {key: paired_figures(json.loads(path.read_text())) if path.exists() else None
                       for key, (step, name) in VERSUS.items() for path in [work / "gen" / step / name]}
     vs_control = versus_figures["stage2_vs_control"]
+    wer_deltas = wer_delta_figures([work])
     first_row, first = next(iter(scores.items()))
     ref_task, ref_general = sense_counts(work / "gen" / first_row.step / "generate-test.txt", forms, field="reference")
     corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
     return {"seed": corpus["seed"], "scale": corpus["scale"], "n": first["n"], "work": str(work.resolve()),
             "signature_bleu": first.get("signature_bleu", ""), "signature_chrf": first.get("signature_chrf", ""),
             "reference_senses": {"task": ref_task, "general": ref_general},
-            "rows": rows, **versus_figures, "split": split_figures([work]),
-            "findings": findings(rows, vs_control),
+            "rows": rows, **versus_figures, "split": split_figures([work]), "wer_deltas": wer_deltas,
+            "findings": findings(rows, vs_control, wer_deltas, versus_figures["tf_stage2_vs_exporter_only"]),
             "product_sha256": product_hashes(work), "generate_sha256": generate_hashes(work),
             "machine": read_machines(work), "seconds": read_seconds(work / "stage-seconds.tsv")}
 
@@ -406,7 +464,8 @@ def control_line(vs_control: Optional[dict], what: str = "Stage 2 against the co
 
 
 SPLIT_LABELS = {"stage2": "stage 2 vs 1-best cascade", "control": "control vs 1-best cascade",
-                "stage2_vs_control": "stage 2 vs control"}
+                "stage2_vs_control": "stage 2 vs control", "tf_stage2": "table-free: stage 2 vs 1-best cascade",
+                "tf_stage2_vs_exporter_only": "table-free: stage 2 vs exporter only"}
 
 
 def split_table(split: Optional[dict]) -> Optional[str]:
@@ -428,8 +487,13 @@ def split_lines(split: Optional[dict]):
             table, ""]
 
 
-def claims_sentence():
-    return "The study's claims: " + "; ".join(f"({key}) {claim}" for key, claim in CLAIMS.items()) + "."
+# claims about stages beyond the paper's table, stated only where a run checked them
+OPTIONAL_CLAIMS = {"e"}
+
+
+def claims_sentence(keys=None):
+    return "The study's claims: " + "; ".join(f"({key}) {claim}" for key, claim in CLAIMS.items()
+                                              if keys is None or key in keys) + "."
 
 
 def results_markdown(results: dict, commands: Optional[Path]):
@@ -444,7 +508,9 @@ def results_markdown(results: dict, commands: Optional[Path]):
             "a frozen instruct LM (Llama architecture, byte-level BPE, Llama 3 Instruct's chat template, trained on "
             "the general-domain text as chat turns, --lm-checkpoint --lm-chat) read from an ASR of the same settings "
             "that writes the LM's pieces; the HF MT rows replace it by a frozen Hugging Face encoder-decoder MT "
-            "(Marian architecture, trained on the general-domain text, --hf-mt-checkpoint). "
+            "(Marian architecture, trained on the general-domain text, --hf-mt-checkpoint); the table-free rows "
+            "(stage 12) take an exporter with no table of its own (a network over the ASR's states, the paper's) "
+            "through stages 1-2 and the exporter-only ablation, against the same 1-best cascade and control. "
             "WER of the ASR 1-best; BLEU and chrF of the translations; ΔBLEU and p from sacreBLEU's "
             "paired bootstrap against the 1-best cascade of the same source on the same MT model; "
             "test L2 and token recovery from fairseq-validate. The ambiguous-nouns column counts the "
@@ -459,6 +525,10 @@ def results_markdown(results: dict, commands: Optional[Path]):
             *control_line(results.get("stage2_vs_text_only"), "Stage 2 against the text-only ablation"),
             *control_line(results.get("lm_stage2_vs_exporter_only"), "With the LM, stage 2 against the exporter-only ablation"),
             *control_line(results.get("lm_stage2_vs_text_only"), "With the LM, stage 2 against the text-only ablation"),
+            *control_line(results.get("tf_stage2_vs_control"), "With the table-free exporter, stage 2 against the control"),
+            *control_line(results.get("tf_stage2_vs_exporter_only"),
+                          "With the table-free exporter, stage 2 against its exporter-only ablation"),
+            *wer_delta_lines(results.get("wer_deltas")),
             *split_lines(results.get("split")),
             *findings_section(results["findings"]),
             f"BLEU signature: `{results['signature_bleu']}`  ",
@@ -473,12 +543,30 @@ def results_markdown(results: dict, commands: Optional[Path]):
     return "\n".join(text)
 
 
+def wer_delta_table(wer_deltas: Optional[dict]) -> Optional[str]:
+    if not wer_deltas or all(v is None for v in wer_deltas.values()):
+        return None
+    rows = [(WER_LABELS[key], f"{d['dwer']:+.2f}", interval(d["ci"]), str(d["utterances"]))
+            for key, d in wer_deltas.items() if d is not None]
+    return markdown_table(("ASR updated by", "ΔWER vs its 1-best", "95% interval", "utterances"), rows)
+
+
+def wer_delta_lines(wer_deltas: Optional[dict]):
+    """Finding (d) as an interval: each ASR update's WER change against the ASR it started from."""
+    table = wer_delta_table(wer_deltas)
+    if table is None:
+        return []
+    return ["The ASR's WER after each stage that updates it, against its 1-best (paired bootstrap over utterances; "
+            "positive: more errors):", "", table, ""]
+
+
 def findings_section(findings: dict):
     """The claims on this seed; none where the run has none of the paper's rows (stage 11 alone)."""
     if all(finding["holds"] is None for finding in findings.values()):
         return []
-    return ["## Findings on this seed", "", claims_sentence(), "",
-            *(f"- {finding['text']}" for finding in findings.values()), ""]
+    shown = {key: f for key, f in findings.items() if f["holds"] is not None or key not in OPTIONAL_CLAIMS}
+    return ["## Findings on this seed", "", claims_sentence(shown), "",
+            *(f"- {finding['text']}" for finding in shown.values()), ""]
 
 
 def machine_lines(machines):
@@ -594,6 +682,18 @@ def pooled_corpus(corpora):
                   references=[r for c in corpora for r in c.references], transcripts=None, asr=None)
 
 
+def pooled_asr_corpus(corpora):
+    """Several generate outputs as one, with their transcripts and ASR 1-bests (for WER)."""
+    from fairseq_exporter.cli.score import Corpus
+
+    if any(c.asr is None for c in corpora):
+        raise SystemExit(f"no ASR- lines in {next(c.path for c in corpora if c.asr is None)}: no WER to compare")
+    return Corpus(path=" + ".join(c.path for c in corpora), ids=list(range(sum(len(c.ids) for c in corpora))),
+                  hypotheses=[h for c in corpora for h in c.hypotheses],
+                  references=[r for c in corpora for r in c.references],
+                  transcripts=[t for c in corpora for t in c.transcripts], asr=[a for c in corpora for a in c.asr])
+
+
 def pooled_comparisons(seeds):
     """Each comparison's paired bootstrap on the seeds' test sets put together (seed k's
     utterances scored by seed k's systems): with 3 x 400 utterances it can tell a gain of the
@@ -620,8 +720,8 @@ def pooled_comparisons(seeds):
 def summarize_findings(seeds):
     """On how many seeds each claim holds, and the seeds where it does not or was not checked."""
     summary = {}
-    for key in CLAIMS:
-        holds = {results["seed"]: results["findings"][key]["holds"] for _, results in seeds}
+    for key in CLAIMS:  # (a seed's results from before a claim was added have not checked it)
+        holds = {results["seed"]: results["findings"].get(key, {}).get("holds") for _, results in seeds}
         summary[key] = {"holds": sum(h is True for h in holds.values()), "n": len(holds),
                         "not_holding": [seed for seed, h in holds.items() if h is False],
                         "not_checked": [seed for seed, h in holds.items() if h is None]}
@@ -700,7 +800,8 @@ def finding_lines(seeds, summary: dict):
     return lines
 
 
-def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, seconds: dict, out: Path, split=None):
+def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, seconds: dict, out: Path, split=None,
+                     wer_deltas=None):
     scales = sorted({results["scale"] for _, results in seeds})
     text = [f"# Toy study over {len(seeds)} seeds", "",
             f"Each seed is the whole recipe (corpus, models, scores) run with that --seed, scale "
@@ -709,8 +810,10 @@ def summary_markdown(seeds, summary: dict, pooled: dict, finding_summary: dict, 
             "The pooled columns run one paired bootstrap on the seeds' test sets put together (each seed's "
             "utterances translated by that seed's systems).", "",
             seeds_table(seeds, out), "", "## Across seeds", "", comparisons_table(summary, pooled), "",
-            *split_lines(split),
-            "![ΔBLEU per seed](seeds.png)", "", "## Findings", "", claims_sentence(), "",
+            *wer_delta_lines(wer_deltas), *split_lines(split),
+            "![ΔBLEU per seed](seeds.png)", "", "## Findings", "",
+            claims_sentence([k for k, s in finding_summary.items()
+                             if len(s["not_checked"]) < s["n"] or k not in OPTIONAL_CLAIMS]), "",
             *finding_lines(seeds, finding_summary), ""]
     if seconds:
         text += [f"Time summed over the seeds: {time_line(seconds)}.", ""]
@@ -764,12 +867,15 @@ def report_seeds(dirs, out: Path):
     summary, finding_summary, seconds = summarize_comparisons(seeds), summarize_findings(seeds), summed_seconds(seeds)
     pooled = pooled_comparisons(seeds)
     works = [Path(results.get("work", "")) for _, results in seeds]
-    split = split_figures(works) if all((w / "gen").is_dir() for w in works) else None
+    have_gen = all((w / "gen").is_dir() for w in works)
+    split = split_figures(works) if have_gen else None
+    wer_deltas = wer_delta_figures(works) if have_gen else None
     (out / "results.json").write_text(json.dumps(
         {"seeds": {str(results["seed"]): results for _, results in seeds}, "summary": summary,
-         "pooled": pooled, "split": split, "findings": finding_summary, "seconds": seconds},
-        indent=2, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(summary_markdown(seeds, summary, pooled, finding_summary, seconds, out, split))
+         "pooled": pooled, "split": split, "wer_deltas": wer_deltas, "findings": finding_summary,
+         "seconds": seconds}, indent=2, ensure_ascii=False) + "\n")
+    (out / "results.md").write_text(summary_markdown(seeds, summary, pooled, finding_summary, seconds, out, split,
+                                                     wer_deltas))
     plot_seeds(seeds, summary, out / "seeds.png")
     print(comparisons_table(summary, pooled))
 

@@ -15,10 +15,26 @@ Each choice is made on the dev figures of the runs the recipe logged under WORK/
 
 Ties go to the smaller budget, then to the earlier grid value.
 
+The table-free protocol (``run.sh --tune``, or ``--tune-table-free`` alone) selects the settings of
+the study's second configuration, stage 12: an exporter with no table of its own (the paper's
+network over the ASR's states), on the main protocol's ASR, by the same criteria and its own:
+
+- stage 1's learning rate and update budget, per exporter type: the lowest dev L2 (stage 1's
+  objective; its runs keep the lowest-L2 checkpoint);
+- the exporter type: stage 2's best dev BLEU at the base learning rate and transcript-loss weight;
+- stage 2's learning rate and budget: its best dev BLEU over (lr, budget) at the base weight;
+- stage 2's transcript-loss weight (--asr-weight) and budget at that lr, under finding (d) as a
+  constraint declared before any test decode: the best dev BLEU among the cells whose dev WER is
+  not above the 1-best's (stage 1's, the ASR frozen); if none is, the cell of the lowest dev WER.
+
     python -m fairseq_exporter.toy.tune grid WORK/tune/grid.json --asr-updates 2400 4800 ...
     python -m fairseq_exporter.toy.tune select asr|exporter --work WORK
     python -m fairseq_exporter.toy.tune report --work WORK --out RESULTS   # tune.md, tune.json
     python -m fairseq_exporter.toy.tune settings tune.json                 # shell assignments
+    python -m fairseq_exporter.toy.tune grid-table-free WORK/tune/grid-table-free.json --exporters mlp ...
+    python -m fairseq_exporter.toy.tune select tf-stage1|tf-exporter|tf-lr --work WORK
+    python -m fairseq_exporter.toy.tune report-table-free --work WORK --out RESULTS  # tune-table-free.*
+    python -m fairseq_exporter.toy.tune settings --table-free tune-table-free.json
 """
 
 import argparse
@@ -40,6 +56,18 @@ CRITERIA = {
     "control": "the control's best greedy dev BLEU as a 1-best cascade over learning rate x update budget",
     "text_only": "the text-only adaptation's lowest dev loss (reference transcripts -> translations) over "
                  "learning rate x update budget",
+}
+# The table-free configuration (stage 12): its settings, each checked, and how each is chosen
+TABLE_FREE_SETTINGS = {"exporter_type": str, "stage1_lr": float, "stage1_updates": int, "stage2_lr": float,
+                       "stage2_updates": int, "asr_weight": float}
+TABLE_FREE_EXPORTERS = ("linear", "mlp", "transformer")
+TABLE_FREE_CRITERIA = {
+    "stage1": "stage 1's lowest dev L2 over learning rate x update budget, per exporter type",
+    "exporter_type": "stage 2's best greedy dev BLEU at the base learning rate and transcript-loss weight",
+    "stage2": "stage 2's best greedy dev BLEU over learning rate x update budget, at the base transcript-loss weight",
+    "asr_weight": "finding (d) as a constraint, declared before any test decode: stage 2's best greedy dev BLEU over "
+                  "transcript-loss weight x update budget at the selected learning rate, among the cells whose dev "
+                  "WER is not above the 1-best's (stage 1's, the ASR frozen); if none is, the lowest dev WER",
 }
 
 
@@ -85,7 +113,10 @@ def best_by_budget(work: Path, name: str, budgets: List[int], subset="dev", metr
             raise TuneError(f"{log}: no validation up to update {budget}")
         # the best; among equals the earliest, as fairseq's checkpoint_best keeps the first best
         best = max(within, key=lambda r: (sign * float(r[key]), -int(r[updates])))
-        out.append({"budget": budget, "value": float(best[key]), "at_update": int(best[updates])})
+        cell = {"budget": budget, "value": float(best[key]), "at_update": int(best[updates])}
+        if f"{subset}_wer" in best:  # the ASR's dev WER at that checkpoint (finding (d)'s constraint)
+            cell["wer"] = float(best[f"{subset}_wer"])
+        out.append(cell)
     return out
 
 
@@ -156,6 +187,138 @@ def tune(work: Path) -> dict:
             "text_only": text_rows, "stage2_best": stage2, "control_best": control, "text_only_best": text}
 
 
+
+# --- the table-free configuration (stage 12) ---
+
+def read_table_free_grid(work: Path) -> dict:
+    path = work / "tune" / "grid-table-free.json"
+    if not path.exists():
+        raise TuneError(f"{path}: not found (run `bash recipes/toy/run.sh --tune-table-free` with this --work)")
+    return json.loads(path.read_text())
+
+
+def tf_stage1_name(exporter: str, lr: str) -> str:
+    return f"tune-tf-stage1-{exporter}-lr{lr}"
+
+
+def tf_stage2_name(exporter: str, lr: str, weight: str) -> str:
+    return f"tune-tf-stage2-{exporter}-lr{lr}-w{weight}"
+
+
+def select_tf_stage1(work: Path, grid: dict) -> dict:
+    """Per exporter type: its stage 1 (lr, budget) of the lowest dev L2, and the grid's rows."""
+    out = {}
+    for exporter in grid["exporters"]:
+        best, rows = lr_budget_grid(work, grid["stage1_lrs"], grid["stage1_budgets"],
+                                    lambda lr: tf_stage1_name(exporter, lr), metric="l2", higher=False)
+        out[exporter] = {"best": best, "rows": rows}
+    return out
+
+
+def select_tf_exporter(work: Path, grid: dict) -> Tuple[str, List[dict]]:
+    top, stage1 = max(grid["budgets"]), select_tf_stage1(work, grid)
+    rows = []
+    for exporter in grid["exporters"]:
+        cell = best_by_budget(work, tf_stage2_name(exporter, grid["base_lr"], grid["base_asr_weight"]), [top])[0]
+        s1 = stage1[exporter]["best"]
+        rows.append({"exporter": exporter, "stage1_lr": s1["lr"], "stage1_updates": s1["updates"],
+                     "dev_l2": s1["value"], **cell})
+    best = max(rows, key=lambda r: (r["value"], -grid["exporters"].index(r["exporter"])))
+    return best["exporter"], rows
+
+
+def onebest_dev_wer(work: Path, exporter: str, stage1_lr: str) -> float:
+    """The 1-best's dev WER: stage 1's last validation (the ASR frozen, so every one is the same)."""
+    log = work / "logs" / f"train-{tf_stage1_name(exporter, stage1_lr)}.log"
+    records = [r for r in _json_records(log, "dev") if "dev_wer" in r]
+    if not records:
+        raise TuneError(f"{log}: no dev_wer (the run did not validate with it)")
+    return float(records[-1]["dev_wer"])
+
+
+def select_asr_weight(cells: List[Tuple[str, dict]], max_wer: float):
+    """(weight, cell): the best dev BLEU among cells of dev WER <= max_wer (ties to the smaller
+    budget, then the earlier weight); if none is, the cell of the lowest dev WER."""
+    allowed = [(w, c) for w, c in cells if c["wer"] <= max_wer]
+    if allowed:
+        return (*best_cell(allowed), True)
+    ranked = [(c["wer"], c["budget"], i, w, c) for i, (w, c) in enumerate(cells)]
+    return (*min(ranked, key=lambda t: t[:3])[3:], False)
+
+
+def tune_table_free(work: Path) -> dict:
+    grid = read_table_free_grid(work)
+    stage1 = select_tf_stage1(work, grid)
+    exporter, exporter_rows = select_tf_exporter(work, grid)
+    s1 = stage1[exporter]["best"]
+    stage2, stage2_rows = lr_budget_grid(work, grid["lrs"], grid["budgets"],
+                                         lambda lr: tf_stage2_name(exporter, lr, grid["base_asr_weight"]))
+    lr = stage2["lr"]
+    max_wer = onebest_dev_wer(work, exporter, s1["lr"])
+    weight_rows, cells = [], []
+    for weight in grid["asr_weights"]:
+        by_budget = best_by_budget(work, tf_stage2_name(exporter, lr, weight), grid["budgets"])
+        for c in by_budget:
+            if "wer" not in c:
+                raise TuneError(f"{work}/logs/train-{tf_stage2_name(exporter, lr, weight)}.log: no dev_wer")
+        weight_rows.append({"asr_weight": weight, "cells": by_budget})
+        cells += [(weight, c) for c in by_budget]
+    weight, cell, constraint_met = select_asr_weight(cells, max_wer)
+    corpus = json.loads((work / "data" / "corpus.json").read_text())["arguments"]
+    return {"seed": corpus["seed"], "scale": corpus["scale"], "split": "dev", "grid": grid,
+            "criteria": TABLE_FREE_CRITERIA,
+            "selected": {"exporter_type": exporter, "stage1_lr": float(s1["lr"]), "stage1_updates": s1["updates"],
+                         "stage2_lr": float(lr), "stage2_updates": cell["budget"], "asr_weight": float(weight)},
+            "stage1": {t: v["rows"] for t, v in stage1.items()},
+            "stage1_best": {t: v["best"] for t, v in stage1.items()},
+            "exporter": exporter_rows, "stage2": stage2_rows, "stage2_best": stage2,
+            "onebest_dev_wer": max_wer, "asr_weight": weight_rows, "constraint_met": constraint_met,
+            "asr_weight_best": {"asr_weight": weight, "updates": cell["budget"], "value": cell["value"],
+                                "wer": cell["wer"]}}
+
+
+def weight_table(rows: List[dict], budgets: List[int], best: dict, max_wer: float) -> str:
+    head = ["transcript-loss weight", *(f"≤ {b} updates: BLEU, WER" for b in budgets)]
+    body = []
+    for row in rows:
+        cells = [_mark(row["asr_weight"] == best["asr_weight"] and c["budget"] == best["updates"],
+                       f"{c['value']:.2f}, {c['wer']:.2f}{'' if c['wer'] <= max_wer else ' (over)'} "
+                       f"(at {c['at_update']})") for c in row["cells"]]
+        body.append([str(row["asr_weight"]), *cells])
+    return markdown_table(head, body)
+
+
+def tune_table_free_markdown(t: dict) -> str:
+    s, grid = t["selected"], t["grid"]
+    stage1 = []
+    for exporter, rows in t["stage1"].items():
+        stage1 += [f"*{exporter}*:", "",
+                   grid_table(rows, grid["stage1_budgets"], t["stage1_best"][exporter], digits=4), ""]
+    exporter = markdown_table(
+        ["exporter type", "stage 1 lr, updates", "stage 1 dev L2",
+         f"stage 2 dev BLEU (lr {grid['base_lr']}, weight {grid['base_asr_weight']})"],
+        [[_mark(r["exporter"] == s["exporter_type"], r["exporter"]), f"{r['stage1_lr']}, {r['stage1_updates']}",
+          fmt(r["dev_l2"], 4), f"{r['value']:.2f} (at {r['at_update']})"] for r in t["exporter"]])
+    constraint = ("" if t["constraint_met"] else
+                  " No cell met the constraint: the one of the lowest dev WER is selected.")
+    return "\n".join([
+        "# Toy study: the dev protocol of the table-free exporter (stage 12)", "",
+        f"`bash recipes/toy/run.sh --tune-table-free` on seed {t['seed']} (scale {t['scale']}), on the ASR the "
+        "main protocol selected (tune.md): every figure below is on the dev set; no test split was read. Dev BLEU "
+        f"and L2 are what fairseq-train logs every {grid['valid_every']} updates (stage 1: every "
+        f"{grid['stage1_valid_every']}); a budget's cell is the best "
+        "validation up to it (the update in brackets). Selected settings in bold; ties go to the smaller budget. "
+        "Stage 12 of `run.sh` reads them from this file's tune-table-free.json.", "",
+        f"**Stage 1** ({TABLE_FREE_CRITERIA['stage1']}):", "", *stage1,
+        f"**Exporter type** ({TABLE_FREE_CRITERIA['exporter_type']}):", "", exporter, "",
+        f"**Stage 2** ({TABLE_FREE_CRITERIA['stage2']}):", "",
+        grid_table(t["stage2"], grid["budgets"], t["stage2_best"]), "",
+        f"**Transcript-loss weight** ({TABLE_FREE_CRITERIA['asr_weight']}): the 1-best's dev WER is "
+        f"{t['onebest_dev_wer']:.2f}; a cell over it is marked.{constraint}", "",
+        weight_table(t["asr_weight"], grid["budgets"], t["asr_weight_best"], t["onebest_dev_wer"]), "",
+        "Selected: " + ", ".join(f"{k} = {v}" for k, v in s.items()) + ".", ""])
+
+
 def _mark(selected: bool, text: str) -> str:
     return f"**{text}**" if selected else text
 
@@ -195,31 +358,33 @@ def tune_markdown(t: dict) -> str:
         "Selected: " + ", ".join(f"{k} = {v}" for k, v in s.items()) + ".", ""])
 
 
-def read_settings(path: Path) -> dict:
-    """A tune.json's "selected" settings, checked; a SystemExit names the file and the key."""
+def read_settings(path: Path, table_free: bool = False) -> dict:
+    """A tune.json's (or tune-table-free.json's) "selected" settings, checked; a TuneError names
+    the file and the key."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise TuneError(f"{path}: not a readable tune.json ({e})")
     selected = data.get("selected") if isinstance(data, dict) else None
     if not isinstance(selected, dict):
-        raise TuneError(f"{path}: no \"selected\" settings (write the file with `bash recipes/toy/run.sh --tune`)")
+        raise TuneError(f"{path}: no \"selected\" settings (write the file with `bash recipes/toy/run.sh "
+                        f"{'--tune-table-free' if table_free else '--tune'}`)")
     out = {}
-    for key, kind in SETTINGS.items():
+    for key, kind in (TABLE_FREE_SETTINGS if table_free else SETTINGS).items():
         if key not in selected:
             raise TuneError(f"{path}: \"selected\" lacks {key}")
         value = selected[key]
         ok = (kind is int and isinstance(value, int) and value > 0) or \
              (kind is float and isinstance(value, (int, float)) and value > 0) or \
-             (kind is str and value in EXPORTER_TYPES)
+             (kind is str and value in (TABLE_FREE_EXPORTERS if table_free else EXPORTER_TYPES))
         if not ok:
             raise TuneError(f"{path}: \"selected\".{key} = {value!r} is not a valid {key}")
         out[key] = value
     return out
 
 
-def shell_assignments(settings: dict) -> str:
-    return "\n".join(f"{k}={v}" for k, v in settings.items())
+def shell_assignments(settings: dict, prefix: str = "") -> str:
+    return "\n".join(f"{prefix}{k}={v}" for k, v in settings.items())
 
 
 def main(argv: Optional[List[str]] = None):
@@ -236,14 +401,32 @@ def main(argv: Optional[List[str]] = None):
     g.add_argument("--text-lrs", nargs="+", required=True)
     g.add_argument("--text-budgets", type=int, nargs="+", required=True)
     g.add_argument("--text-valid-every", type=int, required=True)
-    s = sub.add_parser("select", help="print one selection (the recipe runs the next grid step with it)")
-    s.add_argument("what", choices=("asr", "exporter"))
+    tg = sub.add_parser("grid-table-free", help="write the table-free grid (WORK/tune/grid-table-free.json)")
+    tg.add_argument("out", type=Path)
+    tg.add_argument("--exporters", nargs="+", choices=TABLE_FREE_EXPORTERS, required=True)
+    tg.add_argument("--stage1-lrs", nargs="+", required=True)
+    tg.add_argument("--stage1-budgets", type=int, nargs="+", required=True)
+    tg.add_argument("--stage1-valid-every", type=int, required=True)
+    tg.add_argument("--lrs", nargs="+", required=True)
+    tg.add_argument("--base-lr", required=True)
+    tg.add_argument("--budgets", type=int, nargs="+", required=True)
+    tg.add_argument("--asr-weights", nargs="+", required=True)
+    tg.add_argument("--base-asr-weight", required=True)
+    tg.add_argument("--valid-every", type=int, required=True)
+    s = sub.add_parser("select", help="print one selection (the recipe runs the next grid step with it): "
+                                      "tf-stage1 prints 'EXPORTER LR' per exporter type")
+    s.add_argument("what", choices=("asr", "exporter", "tf-stage1", "tf-exporter", "tf-lr"))
     s.add_argument("--work", type=Path, required=True)
     r = sub.add_parser("report", help="write tune.md and tune.json")
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
+    rt = sub.add_parser("report-table-free", help="write tune-table-free.md and tune-table-free.json")
+    rt.add_argument("--work", type=Path, required=True)
+    rt.add_argument("--out", type=Path, required=True)
     st = sub.add_parser("settings", help="print a tune.json's selected settings as shell assignments")
     st.add_argument("file", type=Path)
+    st.add_argument("--table-free", action="store_true",
+                    help="FILE is a tune-table-free.json; the names are prefixed tf_")
     args = parser.parse_args(argv)
     try:
         if args.command == "grid":
@@ -256,9 +439,39 @@ def main(argv: Optional[List[str]] = None):
                  "text_lrs": args.text_lrs, "text_budgets": sorted(args.text_budgets),
                  "text_valid_every": args.text_valid_every},
                 indent=2) + "\n")
+        elif args.command == "grid-table-free":
+            if args.base_lr not in args.lrs:
+                parser.error(f"--base-lr {args.base_lr} is not one of --lrs {' '.join(args.lrs)}")
+            if args.base_asr_weight not in args.asr_weights:
+                parser.error(f"--base-asr-weight {args.base_asr_weight} is not one of --asr-weights "
+                             f"{' '.join(args.asr_weights)}")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(
+                {"exporters": args.exporters, "stage1_lrs": args.stage1_lrs,
+                 "stage1_budgets": sorted(args.stage1_budgets), "stage1_valid_every": args.stage1_valid_every,
+                 "lrs": args.lrs, "base_lr": args.base_lr,
+                 "budgets": sorted(args.budgets), "asr_weights": args.asr_weights,
+                 "base_asr_weight": args.base_asr_weight, "valid_every": args.valid_every}, indent=2) + "\n")
+        elif args.command == "select" and args.what.startswith("tf-"):
+            grid = read_table_free_grid(args.work)
+            if args.what == "tf-stage1":
+                print("\n".join(f"{t} {v['best']['lr']}" for t, v in select_tf_stage1(args.work, grid).items()))
+            elif args.what == "tf-exporter":
+                print(select_tf_exporter(args.work, grid)[0])
+            else:
+                exporter = select_tf_exporter(args.work, grid)[0]
+                print(lr_budget_grid(args.work, grid["lrs"], grid["budgets"],
+                                     lambda lr: tf_stage2_name(exporter, lr, grid["base_asr_weight"]))[0]["lr"])
         elif args.command == "select":
             grid = read_grid(args.work)
             print((select_asr if args.what == "asr" else select_exporter)(args.work, grid)[0])
+        elif args.command == "report-table-free":
+            t = tune_table_free(args.work)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "tune-table-free.json").write_text(json.dumps(t, indent=2) + "\n")
+            text = tune_table_free_markdown(t)
+            (args.out / "tune-table-free.md").write_text(text)
+            print(text)
         elif args.command == "report":
             t = tune(args.work)
             args.out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +480,7 @@ def main(argv: Optional[List[str]] = None):
             (args.out / "tune.md").write_text(text)
             print(text)
         else:
-            print(shell_assignments(read_settings(args.file)))
+            print(shell_assignments(read_settings(args.file, args.table_free), "tf_" if args.table_free else ""))
     except TuneError as e:
         sys.exit(f"error: {e}")
 

@@ -15,24 +15,30 @@
 #   bash recipes/toy/run.sh --stage 9 --stop-stage 9    # a frozen instruct LM as the text model
 #   bash recipes/toy/run.sh --stage 10 --stop-stage 10  # the ablations (exporter only, text-only adaptation) of stages 5 and 9
 #   bash recipes/toy/run.sh --stage 11 --stop-stage 11  # a frozen Hugging Face encoder-decoder MT (Marian)
+#   bash recipes/toy/run.sh --stage 12 --stop-stage 12  # the paper's table-free exporter: stages 1-2, exporter only
 #   bash recipes/toy/run.sh --tune              # the dev protocol: the grid behind every default, dev only
 #                                               # -> results/toy/tune.{md,json} (its "selected" settings)
+#   bash recipes/toy/run.sh --tune-table-free   # then stage 12's: -> results/toy/tune-table-free.{md,json}
 #   bash recipes/toy/run.sh --scale quick --stop-stage 8   # a tiny version (the test suite runs it)
 #   bash recipes/toy/run.sh --stage 5           # rerun from a stage; done steps are skipped
 #   bash recipes/toy/run.sh --asr-updates 1600 --work work/toy-1600 --results results/toy-1600
 #                                               # a shorter-trained ASR (a new --work: its lr decays
 #                                               # to the end of the budget)
-# Options: --stage N, --stop-stage N (0-11), --scale full|quick, --seed N | --seeds N,N[,...],
-# --work DIR, --results DIR, --tune, --settings FILE (the tuned settings; default at full scale:
-# recipes/toy/results/tune.json, written by --tune), --asr-updates N, --stage2-updates N (stage 2,
-# its control and stage 3). Stages are listed in the recipe README.
+# Options: --stage N, --stop-stage N (0-12), --scale full|quick, --seed N | --seeds N,N[,...],
+# --work DIR, --results DIR, --tune, --tune-table-free, --settings FILE (the tuned settings; default
+# at full scale: recipes/toy/results/tune.json, written by --tune), --table-free-settings FILE (stage
+# 12's; default at full scale: recipes/toy/results/tune-table-free.json, written by
+# --tune-table-free), --asr-updates N, --stage2-updates N (stage 2, its control and stage 3). Stages
+# are listed in the recipe README.
 set -euo pipefail
 {  # bash reads the whole script before it runs: editing it during a run does not change the run
 
 stage=0
-stop_stage=7        # stages 8-11 (extra rows beyond the paper's table, ablations) only when asked
+stop_stage=7        # stages 8-12 (extra rows beyond the paper's table, ablations) only when asked
 tune=               # --tune: the dev protocol instead of the study
+tune_table_free=    # --tune-table-free: stage 12's dev protocol (on --tune's selected ASR)
 settings=           # --settings FILE: the tuned settings (a tune.json)
+tf_settings=        # --table-free-settings FILE: stage 12's (a tune-table-free.json)
 scale=full          # full | quick
 seed=1
 work=work/toy
@@ -53,6 +59,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --tune) tune=1; shift; continue ;;
+    --tune-table-free) tune_table_free=1; shift; continue ;;
     --*) [ $# -ge 2 ] || { echo "$1 needs a value (see bash $0 --help)" >&2; exit 2; } ;;
   esac
   [ "$1" = --seeds ] || [ "$1" = --seed ] || [ "$1" = --work ] || [ "$1" = --results ] || passed+=("$1" "$2")
@@ -67,16 +74,19 @@ while [ $# -gt 0 ]; do
     --asr-updates) asr_updates_asked=$2; shift 2 ;;
     --stage2-updates) stage2_updates_asked=$2; shift 2 ;;
     --settings) settings=$2; shift 2 ;;
+    --table-free-settings) tf_settings=$2; shift 2 ;;
     *) echo "unknown option $1 (see bash $0 --help)" >&2; exit 2 ;;
   esac
 done
 for opt in stage stop_stage; do
-  [[ "${!opt}" =~ ^([0-9]|1[01])$ ]] || { echo "--${opt/_/-} must be a stage number 0-11, not '${!opt}'" >&2; exit 2; }
+  [[ "${!opt}" =~ ^([0-9]|1[012])$ ]] || { echo "--${opt/_/-} must be a stage number 0-12, not '${!opt}'" >&2; exit 2; }
 done
 [ "$stage" -le "$stop_stage" ] || {
-  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8-11 run only with --stop-stage 8 to 11)" >&2; exit 2; }
-[ -z "$tune" ] || [ -z "$seeds" ] || { echo "--tune runs on one seed (the protocol selects on seed 1's dev set): give --seed, not --seeds" >&2; exit 2; }
+  echo "--stage $stage is after --stop-stage $stop_stage: nothing to run (stages 8-12 run only with --stop-stage 8 to 12)" >&2; exit 2; }
+[ -z "$tune$tune_table_free" ] || [ -z "$seeds" ] || { echo "--tune and --tune-table-free run on one seed (the protocol selects on seed 1's dev set): give --seed, not --seeds" >&2; exit 2; }
+[ -z "$tune" ] || [ -z "$tune_table_free" ] || { echo "give --tune, then --tune-table-free (it reads --tune's selected ASR): not both at once" >&2; exit 2; }
 [ -z "$settings" ] || [ -f "$settings" ] || { echo "--settings $settings: no such file (write one with --tune)" >&2; exit 2; }
+[ -z "$tf_settings" ] || [ -f "$tf_settings" ] || { echo "--table-free-settings $tf_settings: no such file (write one with --tune-table-free)" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a non-negative integer, not '$seed'" >&2; exit 2; }
 for opt in asr_updates stage2_updates; do
   asked=${opt}_asked
@@ -125,7 +135,7 @@ provenance=("$python" "$repo/fairseq_exporter/toy/provenance.py")
 pins=$("${provenance[@]}" pins 2> "$logs/pins.txt") || { cat "$logs/pins.txt" >&2; exit 1; }
 eval "$pins"
 log "CPU code path $(cat "$logs/pins.txt"); $OMP_NUM_THREADS threads"
-"${provenance[@]}" record "$work" --stages "$([ -n "$tune" ] && echo tune || echo "$stage-$stop_stage")"
+"${provenance[@]}" record "$work" --stages "$([ -n "$tune" ] && echo tune || { [ -n "$tune_table_free" ] && echo tune-table-free; } || echo "$stage-$stop_stage")"
 
 # Sizes. full: the study; quick: every stage, tiny models (minutes: ~45 fairseq start-ups).
 if [ "$scale" = full ]; then
@@ -144,6 +154,12 @@ if [ "$scale" = full ]; then
   # (validated every $valid_every updates; inverse_sqrt does not depend on the budget)
   grid_asr_updates=(2400 4800); grid_exporters=(vocab mlp); grid_lrs=(2e-4 4e-4); grid_base_lr=2e-4; grid_budgets=(200 400 800)
   grid_text_lrs=(5e-4 1e-3 2e-3); grid_text_budgets=(100 200 400); text_valid_every=50
+  # stage 12's protocol (--tune-table-free): a table-free exporter is a network trained from scratch
+  # (not a copy of the MT's table): its stage 1 takes the lr the recipe trains its other models from
+  # scratch with and a longer budget (validated every $tf_stage1_valid_every updates), kept at its
+  # lowest dev L2; then stage 2 as above; then the transcript-loss weight under finding (d)
+  tf_grid_exporters=(mlp transformer); tf_stage1_lrs=(3e-3); tf_stage1_budgets=(800 1600 3200); tf_stage1_valid_every=400
+  tf_asr_weights=(0.3 1); tf_base_asr_weight=0.3
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
   lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's instruct LM
@@ -161,6 +177,9 @@ else
   # the grid at its smallest that still chooses: an ASR budget, an exporter type, a budget each
   grid_asr_updates=(10 20); grid_exporters=(vocab mlp); grid_lrs=(2e-4); grid_base_lr=2e-4; grid_budgets=(2 4)
   grid_text_lrs=(5e-4); grid_text_budgets=(2 4); text_valid_every=2; text_only_lr=5e-4; text_only_updates=4
+  tf_grid_exporters=(mlp transformer); tf_stage1_lrs=(1e-3); tf_stage1_budgets=(2 4); tf_stage1_valid_every=2
+  tf_asr_weights=(0.3 1); tf_base_asr_weight=0.3
+  tf_exporter_type=mlp; tf_stage1_lr=1e-3; tf_stage1_updates=4; tf_stage2_lr=2e-4; tf_stage2_updates=4; tf_asr_weight=0.3
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
   lm_updates=10; lm_arch=(--layers 1 --dim 32)
@@ -169,6 +188,7 @@ fi
 # The tuned settings: at full scale from the committed tune.json (what `--tune` selected on seed 1's
 # dev set) unless --settings names another; at quick scale the fixed ones above unless --settings.
 [ "$scale" = full ] && [ -z "$settings" ] && [ -z "$tune" ] && settings=$repo/recipes/toy/results/tune.json
+[ "$scale" = full ] && [ -z "$tf_settings" ] && tf_settings=$repo/recipes/toy/results/tune-table-free.json
 if [ -n "$settings" ] && [ -z "$tune" ]; then
   selected=$("$python" -m fairseq_exporter.toy.tune settings "$settings") || exit 2
   eval "$selected"  # asr_updates= exporter_type= stage2_lr= stage2_updates= control_lr= control_updates= text_only_...
@@ -249,6 +269,9 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
   [ -d "$text" ] && text_model=(--lm-checkpoint "$text" --exporter-table-rank 0)
   [ -d "$text" ] && grep -q '"is_encoder_decoder": true' "$text/config.json" && text_model=(--hf-mt-checkpoint "$text")
   step_done "$save" "$updates" && { log "  $name: trained, skipped"; return; }
+  # checkpoint_best: the best dev BLEU; a table-free exporter's stage 1 (best_metric=l2) the lowest dev L2
+  local best_checkpoint=(--best-checkpoint-metric bleu --maximize-best-checkpoint-metric)
+  [ "${best_metric:-bleu}" = l2 ] && best_checkpoint=(--best-checkpoint-metric l2)
   run "train-$name" fairseq_cli.train "$st" --user-dir "$user_dir" \
     --task speech_to_text_exporter --config-yaml "${st_config:-config_st.yaml}" \
     --train-subset train --valid-subset dev \
@@ -257,7 +280,7 @@ exporter_train() {  # name save_dir text_model max_update exporter-source extra-
     --criterion exporter --label-smoothing 0.1 \
     --optimizer adam --adam-betas '(0.9, 0.98)' --lr-scheduler inverse_sqrt --warmup-updates 50 \
     --clip-norm 10 --max-tokens $max_tokens_st \
-    --eval-bleu --best-checkpoint-metric bleu --maximize-best-checkpoint-metric \
+    --eval-bleu "${best_checkpoint[@]}" \
     --validate-interval-updates $valid_every --save-interval-updates $valid_every --keep-interval-updates 1 \
     --validate-interval 1000 --save-interval 1000 \
     --max-update "$updates" --save-dir "$save" "${common[@]}" --onebest-max-len $onebest_max_len "$@"
@@ -398,6 +421,52 @@ if [ -n "$tune" ]; then
   "${tune_py[@]}" report --work "$work" --out "$results" > "$logs/tune-report.log" 2>&1 || {
     tail -n 20 "$logs/tune-report.log" >&2; exit 1; }
   log "wrote $results/tune.md and $results/tune.json ($(elapsed)); the study reads them with --settings $results/tune.json"
+  exit 0
+fi
+
+if [ -n "$tune_table_free" ]; then
+  # Stage 12's dev protocol (fairseq_exporter/toy/tune.py says how), on the ASR the main protocol
+  # selected (--settings): a table-free exporter's stage 1 per type and lr, stage 2 at the base
+  # lr and weight per type, the other lrs for the chosen type, then the other transcript-loss
+  # weights at the chosen lr. Only fairseq-train runs here, on the train and dev splits.
+  tw=$work/tune; top=${grid_budgets[${#grid_budgets[@]}-1]}; s1_top=${tf_stage1_budgets[${#tf_stage1_budgets[@]}-1]}
+  tf_stage1_valid=(--validate-interval-updates $tf_stage1_valid_every --save-interval-updates $tf_stage1_valid_every)
+  tune_py=("$python" -m fairseq_exporter.toy.tune)
+  log "Tune: stage 12's dev protocol (a table-free exporter) on seed $seed (dev set only), ASR of $asr_updates updates"
+  "${tune_py[@]}" grid-table-free "$tw/grid-table-free.json" --exporters "${tf_grid_exporters[@]}" \
+    --stage1-lrs "${tf_stage1_lrs[@]}" --stage1-budgets "${tf_stage1_budgets[@]}" --stage1-valid-every $tf_stage1_valid_every \
+    --lrs "${grid_lrs[@]}" \
+    --base-lr "$grid_base_lr" --budgets "${grid_budgets[@]}" --asr-weights "${tf_asr_weights[@]}" \
+    --base-asr-weight "$tf_base_asr_weight" --valid-every $valid_every
+  make_corpus
+  train_mt
+  use_asr "$asr_updates"
+  tf_stage2() {  # exporter stage1-lr lr weight: stage 2 run to the grid's largest budget
+    exporter_type=$1 exporter_train "tune-tf-stage2-$1-lr$3-w$4" "$tw/tf-stage2-$1-lr$3-w$4" "$work/mt/checkpoint_best.pt" \
+      $top ctc --finetune-from-model "$tw/tf-stage1-$1-lr$2/checkpoint_best.pt" --freeze-mt \
+      --ast-weight 1 --l2-weight $stage2_l2_weight --asr-weight "$4" --lr "$3"
+  }
+  stage_started=$(date +%s)
+  for t in "${tf_grid_exporters[@]}"; do
+    for lr in "${tf_stage1_lrs[@]}"; do
+      best_metric=l2 exporter_type=$t exporter_train "tune-tf-stage1-$t-lr$lr" "$tw/tf-stage1-$t-lr$lr" \
+        "$work/mt/checkpoint_best.pt" $s1_top ctc --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr "$lr" \
+        "${tf_stage1_valid[@]}"
+    done
+  done
+  record_seconds tune-tf-stage1
+  stage_started=$(date +%s)
+  declare -A s1_lr
+  while read -r t lr; do s1_lr[$t]=$lr; done < <("${tune_py[@]}" select tf-stage1 --work "$work")
+  for t in "${tf_grid_exporters[@]}"; do tf_stage2 "$t" "${s1_lr[$t]}" "$grid_base_lr" "$tf_base_asr_weight"; done
+  chosen=$("${tune_py[@]}" select tf-exporter --work "$work")
+  for lr in "${grid_lrs[@]}"; do tf_stage2 "$chosen" "${s1_lr[$chosen]}" "$lr" "$tf_base_asr_weight"; done
+  chosen_lr=$("${tune_py[@]}" select tf-lr --work "$work")
+  for w in "${tf_asr_weights[@]}"; do tf_stage2 "$chosen" "${s1_lr[$chosen]}" "$chosen_lr" "$w"; done
+  record_seconds tune-tf-stage2
+  "${tune_py[@]}" report-table-free --work "$work" --out "$results" > "$logs/tune-table-free-report.log" 2>&1 || {
+    tail -n 20 "$logs/tune-table-free-report.log" >&2; exit 1; }
+  log "wrote $results/tune-table-free.md and .json ($(elapsed)); stage 12 reads them with --table-free-settings $results/tune-table-free.json"
   exit 0
 fi
 
@@ -651,6 +720,40 @@ if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
     "$work/gen/stage2-hf-mt/vs-control.json"
   add_rows "the HF MT rows"
   record_seconds hf-mt
+fi
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  stage_started=$(date +%s)
+  if [ -n "$tf_settings" ]; then
+    selected=$("$python" -m fairseq_exporter.toy.tune settings --table-free "$tf_settings") || exit 2
+    eval "$selected"  # tf_exporter_type= tf_stage1_lr= tf_stage1_updates= tf_stage2_lr= tf_stage2_updates= tf_asr_weight=
+    log "stage 12's settings from ${tf_settings#"$repo/"}: $(echo $selected)"
+  fi
+  log "Stage 12: the paper's table-free exporter ($tf_exporter_type): stages 1-2 and stage 2 with the ASR frozen"
+  # The exporter is a network over the ASR's states with no table of its own: any gain stage 2 has
+  # over its exporter-only ablation (the ASR frozen) comes through the ASR. Against stage 5's 1-best
+  # cascade and control (they do not use the exporter).
+  for needed in onebest control; do
+    [ -f "$work/gen/$needed/generate-test.txt" ] || {
+      log "stage 12 compares with stage 4's 1-best cascade and stage 5's control: no $work/gen/$needed; run stages 0-5 first" >&2; exit 2; }
+  done
+  tf_flags=(--ast-weight 1 --l2-weight $stage2_l2_weight --lr $tf_stage2_lr)
+  best_metric=l2 exporter_type=$tf_exporter_type exporter_train stage1-tf "$work/stage1-tf" "$work/mt/checkpoint_best.pt" \
+    $tf_stage1_updates ctc --freeze-asr --freeze-mt --ast-weight 0 --l2-weight 1 --lr $tf_stage1_lr \
+    --validate-interval-updates $tf_stage1_valid_every --save-interval-updates $tf_stage1_valid_every
+  evaluate stage1-tf "$work/stage1-tf/checkpoint_best.pt" exporter onebest
+  exporter_type=$tf_exporter_type exporter_train stage2-tf "$work/stage2-tf" "$work/mt/checkpoint_best.pt" $tf_stage2_updates ctc \
+    --finetune-from-model "$work/stage1-tf/checkpoint_best.pt" --freeze-mt "${tf_flags[@]}" --asr-weight $tf_asr_weight
+  evaluate stage2-tf "$work/stage2-tf/checkpoint_best.pt" exporter onebest
+  score stage2-tf-vs-control "$work/gen/stage2-tf/generate-test.txt" "$work/gen/control/generate-test.txt" \
+    "$work/gen/stage2-tf/vs-control.json"
+  exporter_type=$tf_exporter_type exporter_train exporter-only-tf "$work/exporter-only-tf" "$work/mt/checkpoint_best.pt" \
+    $tf_stage2_updates ctc --finetune-from-model "$work/stage1-tf/checkpoint_best.pt" --freeze-asr --freeze-mt \
+    "${tf_flags[@]}" --asr-weight 0
+  evaluate exporter-only-tf "$work/exporter-only-tf/checkpoint_best.pt" exporter onebest
+  score stage2-tf-vs-exporter-only "$work/gen/stage2-tf/generate-test.txt" "$work/gen/exporter-only-tf/generate-test.txt" \
+    "$work/gen/stage2-tf/vs-exporter-only.json"
+  add_rows "the table-free exporter's rows"
+  record_seconds table-free
 fi
 exit 0
 }
