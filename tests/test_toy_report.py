@@ -121,7 +121,10 @@ def test_results_json_rows_nulls_seconds_and_findings(tmp_path):
         "c": {"holds": True, "text": "(c) holds: stage 3 vs adapted 1-best cascade +0.10 BLEU (p=0.375), "
                                      "95% interval [-0.40, +0.60]"},
         "d": {"holds": True, "text": "(d) holds: WER 44.00 after stage 2, 45.00 before (1-best cascade)"},
+        "e": {"holds": None, "text": "(e) not checked: no table-free stage 2 score against its exporter-only "
+                                     "ablation (gen/stage2-tf/vs-exporter-only.json)"},
     }
+    assert all(d is None for d in results["wer_deltas"].values())  # these outputs hold no ASR- lines
 
     md = (out / "results.md").read_text()
     assert "(corpus seed 7, scale quick)" in md
@@ -132,6 +135,7 @@ def test_results_json_rows_nulls_seconds_and_findings(tmp_path):
     assert "Stage 2 against the control: ΔBLEU +1.50 (p=0.040), ΔchrF +0.50 (p=0.200)." in md
     assert "- (b) holds: stage 2 vs 1-best cascade +2.50 BLEU (p=0.021), stage 2 vs control +1.50 BLEU " \
            "(p=0.040)" in md.splitlines()
+    assert "(e)" not in md  # stage 12 not run: its claim is neither stated nor listed
     # 31 + 150 + 600 + 45 + 60 + 90 = 976 s
     assert md.splitlines()[-1] == ("Time per stage: corpus 31 s, mt 2 min 30 s, asr 10 min 00 s, stage1 45 s, "
                                    "baselines 1 min 00 s, stage2 1 min 30 s; total 16 min 16 s.")
@@ -198,9 +202,20 @@ def test_findings_hold_or_not_on_the_figures(changes, key, holds, text):
 
 
 def test_findings_without_any_rows_are_not_checked():
-    assert {key: f["holds"] for key, f in findings({}, None).items()} == dict.fromkeys("abcd")
+    assert {key: f["holds"] for key, f in findings({}, None).items()} == dict.fromkeys("abcde")
     assert findings({}, None)["c"]["text"] == \
         "(c) not checked: no stage 3 score against the adapted 1-best cascade (gen/stage3/score.json)"
+
+
+def test_finding_e_and_d_with_its_interval():
+    rows = {"onebest": {"wer": 40.0}, "stage2": {"wer": 40.5, "dbleu": None}}
+    gain, none = {"dbleu": 1.2, "p": 0.01}, {"dbleu": 0.4, "p": 0.2}
+    assert findings(rows, None, None, gain)["e"] == {
+        "holds": True, "text": "(e) holds: table-free: stage 2 vs exporter only +1.20 BLEU (p=0.010)"}
+    assert findings(rows, None, None, none)["e"]["holds"] is False
+    d = findings(rows, None, {"stage2": {"dwer": 0.5, "ci": [-0.25, 1.25]}})["d"]
+    assert d == {"holds": False, "text": "(d) does not hold: WER 40.50 after stage 2, 40.00 before (1-best cascade), "
+                                         "ΔWER +0.50, 95% interval [-0.25, +1.25]"}
 
 
 def with_paired(step, paired):
@@ -244,7 +259,9 @@ def test_summary_over_three_seeds(tmp_path):
         "b": {"holds": 1, "n": 3, "not_holding": [2, 3], "not_checked": []},
         "c": {"holds": 3, "n": 3, "not_holding": [], "not_checked": []},
         "d": {"holds": 3, "n": 3, "not_holding": [], "not_checked": []},
+        "e": {"holds": 0, "n": 3, "not_holding": [], "not_checked": [1, 2, 3]},  # stage 12 not run
     }
+    assert "(e)" not in (tmp_path / "summary/results.md").read_text()
     assert summary["seconds"] == {"corpus": 93, "mt": 450, "asr": 1800, "stage1": 135, "baselines": 180,
                                   "stage2": 270}
 
