@@ -176,3 +176,40 @@ def test_the_exporter_on_frozen_rows_mixes_only_the_used_columns(sharp, monkeypa
     assert (taken[0] < vocab / 4) == sharp, taken
     for got, want in zip(sparse, dense):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_recovered_rows_is_the_search_s_answer_and_skips_it_for_vectors_near_their_row():
+    from fairseq_exporter.models import exporter as exporter_module
+    from fairseq_exporter.models.exporter import nearest_rows, recovered_rows, row_separation
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 8, generator=g)
+    table[7] = table[3]  # two symbols on one row: neither is ever certified
+    sq = table.pow(2).sum(-1)
+    tokens = torch.randint(0, 50, (200,), generator=g)
+    tokens[:4] = torch.tensor([3, 7, 3, 7])
+    near = table[tokens] + 0.01 * torch.randn(200, 8, generator=g)  # each by its own row
+    far = torch.randn(200, 8, generator=g) * 3  # anywhere
+    separation = torch.full((50,), float("nan"))
+    known = torch.tensor(sorted({3, 7} | set(tokens.unique()[::2].tolist())))  # the others not known yet: searched
+    separation[known] = row_separation(known, table, sq)
+    assert separation[3] == 0 and separation[7] == 0
+    brute = torch.cdist(table[known], table)
+    for i, t in enumerate(known):
+        others = torch.cat([brute[i, :t], brute[i, t + 1:]])
+        assert separation[t] == pytest.approx(float(others.min()), abs=1e-4)
+    searched = []
+    real = exporter_module.nearest_rows
+
+    def counting(vectors, *args, **kwargs):
+        searched.append(len(vectors))
+        return real(vectors, *args, **kwargs)
+
+    exporter_module.nearest_rows = counting
+    try:
+        for vectors in (near, far):
+            assert torch.equal(recovered_rows(vectors, tokens, table, sq, separation),
+                               nearest_rows(vectors, table, sq=sq).eq(tokens))
+    finally:
+        exporter_module.nearest_rows = real
+    assert searched[0] < 120 and searched[1] > 150  # near: only the unknown and duplicate rows searched

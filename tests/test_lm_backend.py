@@ -363,6 +363,14 @@ def test_the_lm_rows_are_built_once_and_recovery_finds_them(cascade, lms):
     assert not model.encoder.fed(torch.tensor([specials.unk(), specials.eos(), specials.pad(), specials.bos()])).any()
     found = model.encoder.nearest_tokens(model.encoder.embedding_rows(tokens[fed]))
     assert torch.equal(found, tokens[fed])
+    # the criterion's recovery: the search's answer, each symbol's separation searched once
+    rows = model.encoder.embedding_rows(tokens[fed])
+    noisy = rows + torch.randn(rows.shape, generator=torch.Generator().manual_seed(0)) * rows.std()
+    for vectors in (rows, noisy, torch.zeros_like(rows)):
+        assert torch.equal(model.encoder.recovered(vectors, tokens[fed]),
+                           model.encoder.nearest_tokens(vectors).eq(tokens[fed]))
+    separation = source._separation[1]
+    assert separation[tokens[fed]].isfinite().all() and separation.isnan().sum() == len(separation) - fed.sum()
     model.train()
     criterion(model, first_batch(task, split="train", max_sentences=4))
     assert source.search_table()[0] is first[0]

@@ -86,7 +86,7 @@ class ExporterCriterion(FairseqCriterion):
             sq = squared_distance_per_token(exported, inner.encoder.embedding_rows(onebest).detach(), mask)
             loss = loss + self.l2_weight * sq.sum() * (sample_size / max(n_src, 1))
             with torch.no_grad():
-                recovered = inner.encoder.nearest_tokens(exported[mask].detach()).eq(onebest[mask]).sum()
+                recovered = inner.encoder.recovered(exported[mask].detach(), onebest[mask]).sum()
             logging_output.update(l2_sum=sq.sum().data, recovered=recovered.data)
 
         if self.asr_weight > 0:

@@ -33,6 +33,7 @@ from fairseq_exporter.models.hf_frozen import (  # noqa: F401  (the LM back-end'
     max_positions_of,
     weights_fingerprint,
 )
+from fairseq_exporter.models.exporter import recovered_rows, row_separation
 from fairseq_exporter.models.lm_prompt import DEFAULT_PROMPT, PromptError, PromptTemplate  # noqa: F401
 from fairseq_exporter.models.text_model import reorder_source, source_encoder_out  # noqa: F401
 
@@ -140,6 +141,7 @@ class LMSource(nn.Module):
         self.embed = FrozenExternal(embed_tokens)
         self.register_buffer("asr_to_lm", asr_to_lm, persistent=False)
         self._tables = None  # (key, rows, squared norms): the LM is frozen, so once per device
+        self._separation = None  # (key, each ASR symbol's row_separation, NaN until a batch holds it)
 
     def fed(self, tokens: Tensor) -> Tensor:
         """Which 1-best positions have text in the prompt."""
@@ -161,6 +163,20 @@ class LMSource(nn.Module):
                 rows = self.rows(torch.arange(len(self.asr_to_lm), device=self.asr_to_lm.device))
                 self._tables = (key, rows, rows.float().pow(2).sum(-1))
         return self._tables[1], self._tables[2]
+
+    def recovered(self, vectors: Tensor, tokens: Tensor) -> Tensor:
+        """``recovered_rows`` on the LM's rows; each symbol's separation from the other rows is
+        searched once, the first time a batch holds it (the LM is frozen)."""
+        table, sq = self.search_table()
+        if self._separation is None or self._separation[0] != self._tables[0]:
+            self._separation = (self._tables[0], torch.full((len(table),), float("nan"), device=table.device))
+        separation = self._separation[1]
+        with torch.no_grad():
+            new = tokens.unique()
+            new = new[separation[new].isnan()]
+            if len(new):
+                separation[new] = row_separation(new, table, sq)
+            return recovered_rows(vectors, tokens, table, sq, separation)
 
 
 class PromptBatch(NamedTuple):

@@ -90,6 +90,10 @@ class CoupledEncoder(FairseqEncoder):
         """The ASR symbol whose text-model row is nearest to each vector (the recovery metric)."""
         return self.text.nearest(vectors)
 
+    def recovered(self, vectors: Tensor, tokens: Tensor) -> Tensor:
+        """Whether each vector's nearest text-model row is its token's (the recovery metric)."""
+        return self.text.recovered(vectors, tokens)
+
     def fed(self, tokens: Tensor) -> Tensor:
         """The 1-best positions the text model reads (an LM prompt leaves out </s>)."""
         return self.text.fed(tokens)

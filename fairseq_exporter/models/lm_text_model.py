@@ -135,6 +135,9 @@ class CausalLM(TextModel):
         table, sq = self.lm_source.search_table()
         return nearest_rows(vectors, table, sq=sq)
 
+    def recovered(self, vectors, tokens):
+        return self.lm_source.recovered(vectors, tokens)  # most vectors without the search over 128k rows
+
     def fed(self, tokens):
         return self.lm_source.fed(tokens)  # a prompt leaves out </s>
 

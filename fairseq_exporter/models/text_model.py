@@ -149,6 +149,10 @@ class TextModel:
         """The ASR symbol whose row is nearest each vector (the recovery metric)."""
         return nearest_rows(vectors, self.table().detach())
 
+    def recovered(self, vectors: Tensor, tokens: Tensor) -> Tensor:
+        """Whether each vector's nearest row is its token's (the recovery metric)."""
+        return self.nearest(vectors).eq(tokens)
+
     def fed(self, tokens: Tensor) -> Tensor:
         """The 1-best positions the model reads."""
         raise NotImplementedError
