@@ -163,9 +163,8 @@ def stage2_rows(name, task, model, criterion, sample, repeats, checkpointed=None
         loss.backward()
 
     lm_s, lm_mb = measure(lm_step, repeats)
-    # the recovery metric alone, on this batch's exported vectors: the full search, which the
-    # criterion's recovered() skips for vectors near their own row (not these: this ASR's flat
-    # posteriors put the vocab exporter's mixtures between rows)
+    # the recovery metric alone, on this batch's exported vectors: the full search, an upper
+    # bound of the criterion's (its recovered() skips the search for vectors near their own row)
     with torch.no_grad():
         encoder_out = model.encoder(**sample["net_input"], recognition=recognition)
         exported = encoder_out["exported"]
