@@ -44,7 +44,7 @@ def test_quick_study_produces_every_row_and_file(quick_study):
     assert "| table-free: stage 2 vs exporter only |" in table
     # stage 12's exporter has no table: the quick settings' mlp, its stage 1 kept at its lowest dev L2
     assert "--exporter-type mlp" in table and "--best-checkpoint-metric l2" in table
-    assert "| table-free: stage 2 | " in table  # finding (d) as an interval, per ASR update
+    assert "| table-free stage 2 | " in table  # finding (d) as an interval, per ASR update
     assert "--lm-checkpoint" in table and "--lm-chat" in table and (seed1 / "lm" / "config.json").exists()
     # stage 9's ASR writes the LM's pieces
     assert "--config-yaml config_asr_lm.yaml" in table and (seed1 / "asr-lm" / "checkpoint_best.pt").exists()

@@ -163,7 +163,8 @@ SPLIT = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "st
 # (system step, baseline step), a paired bootstrap over utterances
 WER_DELTAS = {"stage2": ("stage2", "onebest"), "control": ("control", "onebest"), "tf_stage2": ("stage2-tf", "onebest"),
               "lm_stage2": ("stage2-lm", "onebest-lm")}
-WER_LABELS = {"stage2": "stage 2", "control": "control", "tf_stage2": "table-free: stage 2", "lm_stage2": "LM: stage 2"}
+WER_LABELS = {"stage2": "stage 2", "control": "the control", "tf_stage2": "table-free stage 2",
+              "lm_stage2": "LM stage 2 (its own ASR)"}
 PLOTTED = [("stage1", "stage 1\nvs 1-best"), ("stage2", "stage 2\nvs 1-best"),
            ("control", "control\nvs 1-best"), ("stage3", "stage 3\nvs adapted 1-best"),
            ("stage2_vs_control", "stage 2\nvs control")]
