@@ -49,6 +49,15 @@ def test_the_committed_results_are_three_seeds_with_every_output_hashed():
     assert tune["split"] == "dev" and tune["seed"] == 1 and tune["scale"] == "full"
 
 
+def test_stage_12s_settings_are_its_protocol_s_on_seed_1s_dev_set():
+    from fairseq_exporter.toy.tune import read_settings
+
+    table_free = json.loads((RESULTS / "tune-table-free.json").read_text())
+    assert table_free["split"] == "dev" and table_free["seed"] == 1 and table_free["scale"] == "full"
+    assert read_settings(RESULTS / "tune-table-free.json", table_free=True) == table_free["selected"]
+    assert table_free["selected"]["exporter_type"] in ("mlp", "transformer")
+
+
 @pytest.mark.parametrize("study, prefix, suffix", [("lm", "lm_", "-lm"), ("hf-mt", "hf_mt_", "-hf-mt")])
 def test_the_text_model_rows_are_three_seeds_of_their_stage_with_their_outputs_hashed(study, prefix, suffix):
     """Stage 9's (the instruct LM) and stage 11's (the HF MT) rows: each its own runs on seeds 1-3."""
