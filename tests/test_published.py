@@ -71,6 +71,13 @@ def test_the_text_model_rows_are_three_seeds_of_their_stage_with_their_outputs_h
     assert summary["summary"][f"{prefix}stage2"]["n"] == 3 and summary["pooled"][f"{prefix}stage2"] is not None
 
 
+def test_the_lm_rows_hold_their_ablations_on_the_same_runs():
+    summary = json.loads((RESULTS / "lm/results.json").read_text())
+    for results in summary["seeds"].values():
+        assert {"exporter-only-lm", "text-only-lm"} <= set(results["generate_sha256"])
+    assert summary["pooled"]["lm_stage2_vs_exporter_only"]["seeds"] == 3
+
+
 def test_the_hf_mt_rows_seed_1_is_make_demos_asr():
     """Stage 11's seed 1 ran on make demo's corpus and ASR: its 1-best is the published run's."""
     summary = json.loads((RESULTS / "hf-mt/results.json").read_text())
