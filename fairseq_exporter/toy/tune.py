@@ -387,6 +387,15 @@ def shell_assignments(settings: dict, prefix: str = "") -> str:
     return "\n".join(f"{prefix}{k}={v}" for k, v in settings.items())
 
 
+def write_report(out: Path, name: str, t: dict, markdown) -> None:
+    """OUT/NAME.json and OUT/NAME.md (printed too)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(t, indent=2) + "\n")
+    text = markdown(t)
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -466,19 +475,9 @@ def main(argv: Optional[List[str]] = None):
             grid = read_grid(args.work)
             print((select_asr if args.what == "asr" else select_exporter)(args.work, grid)[0])
         elif args.command == "report-table-free":
-            t = tune_table_free(args.work)
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "tune-table-free.json").write_text(json.dumps(t, indent=2) + "\n")
-            text = tune_table_free_markdown(t)
-            (args.out / "tune-table-free.md").write_text(text)
-            print(text)
+            write_report(args.out, "tune-table-free", tune_table_free(args.work), tune_table_free_markdown)
         elif args.command == "report":
-            t = tune(args.work)
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "tune.json").write_text(json.dumps(t, indent=2) + "\n")
-            text = tune_markdown(t)
-            (args.out / "tune.md").write_text(text)
-            print(text)
+            write_report(args.out, "tune", tune(args.work), tune_markdown)
         else:
             print(shell_assignments(read_settings(args.file, args.table_free), "tf_" if args.table_free else ""))
     except TuneError as e:
