@@ -160,6 +160,8 @@ if [ "$scale" = full ]; then
   # lowest dev L2; then stage 2 as above; then the transcript-loss weight under finding (d)
   tf_grid_exporters=(mlp transformer); tf_stage1_lrs=(3e-3); tf_stage1_budgets=(800 1600 3200); tf_stage1_valid_every=400
   tf_asr_weights=(0.3 1); tf_base_asr_weight=0.3
+  # stage 2's lrs: the study's, extended upwards (the protocol selected the largest, 4e-4)
+  tf_grid_lrs=(2e-4 4e-4 8e-4)
   max_tokens_mt=4096; max_tokens_st=10000
   onebest_max_len=40; gen_len=()
   lm_updates=800; lm_arch=(--layers 3 --dim 128)  # stage 9's instruct LM
@@ -178,7 +180,7 @@ else
   grid_asr_updates=(10 20); grid_exporters=(vocab mlp); grid_lrs=(2e-4); grid_base_lr=2e-4; grid_budgets=(2 4)
   grid_text_lrs=(5e-4); grid_text_budgets=(2 4); text_valid_every=2; text_only_lr=5e-4; text_only_updates=4
   tf_grid_exporters=(mlp transformer); tf_stage1_lrs=(1e-3); tf_stage1_budgets=(2 4); tf_stage1_valid_every=2
-  tf_asr_weights=(0.3 1); tf_base_asr_weight=0.3
+  tf_asr_weights=(0.3 1); tf_base_asr_weight=0.3; tf_grid_lrs=(2e-4)
   tf_exporter_type=mlp; tf_stage1_lr=1e-3; tf_stage1_updates=4; tf_stage2_lr=2e-4; tf_stage2_updates=4; tf_asr_weight=0.3
   max_tokens_mt=4096; max_tokens_st=20000
   onebest_max_len=12; gen_len=(--max-len-b 12)  # barely trained models babble: cap their output
@@ -435,7 +437,7 @@ if [ -n "$tune_table_free" ]; then
   log "Tune: stage 12's dev protocol (a table-free exporter) on seed $seed (dev set only), ASR of $asr_updates updates"
   "${tune_py[@]}" grid-table-free "$tw/grid-table-free.json" --exporters "${tf_grid_exporters[@]}" \
     --stage1-lrs "${tf_stage1_lrs[@]}" --stage1-budgets "${tf_stage1_budgets[@]}" --stage1-valid-every $tf_stage1_valid_every \
-    --lrs "${grid_lrs[@]}" \
+    --lrs "${tf_grid_lrs[@]}" \
     --base-lr "$grid_base_lr" --budgets "${grid_budgets[@]}" --asr-weights "${tf_asr_weights[@]}" \
     --base-asr-weight "$tf_base_asr_weight" --valid-every $valid_every
   make_corpus
@@ -460,7 +462,7 @@ if [ -n "$tune_table_free" ]; then
   while read -r t lr; do s1_lr[$t]=$lr; done < <("${tune_py[@]}" select tf-stage1 --work "$work")
   for t in "${tf_grid_exporters[@]}"; do tf_stage2 "$t" "${s1_lr[$t]}" "$grid_base_lr" "$tf_base_asr_weight"; done
   chosen=$("${tune_py[@]}" select tf-exporter --work "$work")
-  for lr in "${grid_lrs[@]}"; do tf_stage2 "$chosen" "${s1_lr[$chosen]}" "$lr" "$tf_base_asr_weight"; done
+  for lr in "${tf_grid_lrs[@]}"; do tf_stage2 "$chosen" "${s1_lr[$chosen]}" "$lr" "$tf_base_asr_weight"; done
   chosen_lr=$("${tune_py[@]}" select tf-lr --work "$work")
   for w in "${tf_asr_weights[@]}"; do tf_stage2 "$chosen" "${s1_lr[$chosen]}" "$chosen_lr" "$w"; done
   record_seconds tune-tf-stage2
