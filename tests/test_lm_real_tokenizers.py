@@ -199,6 +199,6 @@ def test_the_lm_backend_benchmark_runs_quick(pieces, monkeypatch, capsys):
     whats = [row.split("|")[2].strip() for row in rows]
     assert [w.split(",")[0].split(" (")[0] for w in whats] == [
         "stage-2 step", "its back-end: exporter + prompt + LM", "the same", "the LM's own fwd + bwd",
-        "recovery metric", "fairseq-generate --coupling exporter", "transformers generate()",
+        "recovery metric", "recovery metric", "fairseq-generate --coupling exporter", "transformers generate()",
         "fairseq-generate --coupling exporter", "transformers generate()"], out
     assert all(row.split("|")[5].strip().endswith(("x", "of a step")) for row in rows), out
