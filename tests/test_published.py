@@ -78,6 +78,24 @@ def test_the_lm_rows_hold_their_ablations_on_the_same_runs():
     assert summary["pooled"]["lm_stage2_vs_exporter_only"]["seeds"] == 3
 
 
+def test_the_table_free_rows_are_stage_12_on_seeds_1_3_with_their_ablation_and_wer_intervals():
+    """Stage 12's rows (the table-free exporter with its selected settings) beside stages 4-5 of the
+    same runs, on seeds 1-3: each output hashed, (d) as WER differences with intervals."""
+    summary = json.loads((RESULTS / "table-free/results.json").read_text())
+    selected = json.loads((RESULTS / "tune-table-free.json").read_text())["selected"]
+    assert sorted(summary["seeds"]) == ["1", "2", "3"]
+    for seed, results in summary["seeds"].items():
+        per_seed = json.loads((RESULTS / "table-free" / f"seed{seed}" / "results.json").read_text())
+        assert per_seed["generate_sha256"] == results["generate_sha256"]
+        assert {"onebest", "control", "stage1-tf", "stage2-tf", "exporter-only-tf"} <= set(results["generate_sha256"])
+        assert results["scale"] == "full" and results["n"] == 400
+        table = (RESULTS / "table-free" / f"seed{seed}" / "results.md").read_text()
+        assert f"--exporter-type {selected['exporter_type']}" in table and f"--asr-weight {selected['asr_weight']:g}" in table
+    assert summary["pooled"]["tf_stage2_vs_exporter_only"]["seeds"] == 3
+    deltas = summary["wer_deltas"]["tf_stage2"]
+    assert deltas["utterances"] == 3 * 400 and deltas["ci"][0] <= deltas["dwer"] <= deltas["ci"][1]
+
+
 def test_the_hf_mt_rows_seed_1_is_make_demos_asr():
     """Stage 11's seed 1 ran on make demo's corpus and ASR: its 1-best is the published run's."""
     summary = json.loads((RESULTS / "hf-mt/results.json").read_text())

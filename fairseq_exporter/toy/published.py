@@ -30,8 +30,7 @@ ABLATIONS = ("exporter_only", "stage2_vs_exporter_only", "text_only", "stage2_vs
 LM = ("lm_stage1", "lm_stage2", "lm_stage2_vs_control", "lm_control")
 LM_ABLATIONS = ("lm_exporter_only", "lm_stage2_vs_exporter_only", "lm_text_only", "lm_stage2_vs_text_only")
 HF_MT = ("hf_mt_stage1", "hf_mt_stage2", "hf_mt_stage2_vs_control", "hf_mt_control")
-TABLE_FREE = ("stage2", "stage2_vs_exporter_only", "tf_stage1", "tf_stage2", "tf_stage2_vs_control", "tf_exporter_only",
-              "tf_stage2_vs_exporter_only")
+TABLE_FREE = ("tf_stage1", "tf_stage2", "tf_stage2_vs_control", "tf_exporter_only", "tf_stage2_vs_exporter_only")
 # the later stages' runs on seeds 1-3 (each seed's corpus, its ASR and the stage), each summarized
 # apart from the study in RESULTS/DIR: stage 9 (the instruct LM), stage 11 (the HF MT), stage 12
 # (the table-free exporter, beside stages 1-5 of the same runs)
