@@ -11,7 +11,8 @@ import pytest
 # OpenMP thread each avoids oversubscription when a test and its subprocess overlap.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The recipes the tests run use the tests' own interpreter (and so its venv), whatever
-# PYTHON the environment holds (`make test PYTHON=python3.10` exports the bare interpreter).
+# PYTHON the environment holds (`make test PYTHON=python3.10` exports the bare interpreter);
+# the warm_python fixture below then points PYTHON at a warm copy of it.
 os.environ["PYTHON"] = sys.executable
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -37,6 +38,41 @@ def shared(tmp_path_factory, name, build):
             folder.mkdir()
             done.write_bytes(pickle.dumps(build(folder)))
         return pickle.loads(done.read_bytes())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_python():
+    """$PYTHON for the recipes: their python steps run as forks of one warm interpreter per test
+    process (tests/warm_python.py says why and how), with the CPU code-path pins the recipes set."""
+    import importlib.util
+    import json
+    import subprocess
+    import tempfile
+
+    import warm_python as warm
+
+    spec = importlib.util.spec_from_file_location("toy_provenance", REPO / "fairseq_exporter/toy/provenance.py")
+    provenance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(provenance)  # as a file: the package would import fairseq here
+    env = dict(os.environ)
+    env.update(provenance.code_path_pins(env)[0])
+    folder = Path(tempfile.mkdtemp(prefix="warm-python-"))  # short: a socket's path has ~100 bytes
+    socket_path = folder / "socket"
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, str(Path(warm.__file__)), "serve", str(socket_path)], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    saved = {key: os.environ.get(key) for key in ("PYTHON", warm.REAL, warm.SOCKET, warm.EXPECTED)}
+    os.environ.update({"PYTHON": str(REPO / "tests/warm-python"), warm.REAL: sys.executable,
+                       warm.SOCKET: str(socket_path), warm.EXPECTED: json.dumps(warm.env_read_at_import(env))})
+    yield
+    server.kill()
+    server.wait()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
