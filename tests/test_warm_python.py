@@ -33,10 +33,11 @@ def served():
 
 
 def _run(python, args, tmp_path, **env):
-    """As the recipes run a step: with the CPU code-path pins they export (the server's)."""
-    pins = json.loads(os.environ[warm.EXPECTED])
+    """As the recipes run a step: with the CPU code-path pins they export, as the server has them."""
+    served_env = json.loads(os.environ[warm.EXPECTED])  # (earlier tests may have set others)
+    ours = {key: value for key, value in os.environ.items() if key not in warm.env_read_at_import(os.environ)}
     return subprocess.run([python, *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, **pins, **env})
+                          env={**ours, **served_env, **env})
 
 
 @pytest.mark.parametrize("form", ["module", "file"])
@@ -62,6 +63,8 @@ def test_what_it_does_not_serve_runs_the_real_interpreter(served, tmp_path):
     assert _run(served, ["-c", code], tmp_path).stdout == "fresh\n"  # -c: not served
     (tmp_path / "which.py").write_text(code)
     assert _run(served, [str(tmp_path / "which.py")], tmp_path).stdout == "warm\n"
+    # what torch exports itself on import, in a caller that imported torch: still served
+    assert _run(served, [str(tmp_path / "which.py")], tmp_path, TORCHINDUCTOR_CACHE_DIR="/tmp/x").stdout == "warm\n"
     # an environment the server's imports may have read otherwise: the real interpreter
     assert _run(served, [str(tmp_path / "which.py")], tmp_path, OMP_NUM_THREADS="7").stdout == "fresh\n"
     assert _run(served, [str(tmp_path / "which.py")], tmp_path, WARM_PYTHON_SOCKET=str(tmp_path / "none")).stdout \

@@ -34,8 +34,13 @@ PRELOAD = ("torch", "torch._dynamo", "numpy", "scipy.stats", "sklearn.metrics", 
            "matplotlib", "transformers", "transformers.modeling_utils")
 
 
+# what torch itself exports when imported (its default): a caller that imported torch holds it
+ENV_SET_AT_IMPORT = ("TORCHINDUCTOR_CACHE_DIR",)
+
+
 def env_read_at_import(environ) -> dict:
-    return {k: v for k, v in environ.items() if k in ENV_READ_AT_IMPORT or k.startswith(ENV_PREFIXES_READ_AT_IMPORT)}
+    return {k: v for k, v in environ.items()
+            if (k in ENV_READ_AT_IMPORT or k.startswith(ENV_PREFIXES_READ_AT_IMPORT)) and k not in ENV_SET_AT_IMPORT}
 
 
 def _recv_exact(conn, n: int) -> bytes:
