@@ -172,9 +172,9 @@ def stage2_rows(name, task, model, criterion, sample, repeats, checkpointed=None
         encoder_out = model.encoder(**sample["net_input"], recognition=recognition)
         exported = encoder_out["exported"]
         fed = model.encoder.fed(tokens)
-        rows = model.encoder.embedding_rows(tokens)[fed]
-        noise = torch.randn(rows.shape, generator=torch.Generator().manual_seed(0)).to(rows)
-        converged = rows + 1e-3 * rows.norm(dim=-1, keepdim=True) * noise / rows.size(-1) ** 0.5
+        own = model.encoder.embedding_rows(tokens)[fed]  # each piece's own LM row
+        noise = torch.randn(own.shape, generator=torch.Generator().manual_seed(0)).to(own)
+        converged = own + 1e-3 * own.norm(dim=-1, keepdim=True) * noise / own.size(-1) ** 0.5
     recovery_s, _ = measure(lambda: model.encoder.nearest_tokens(exported[fed]), repeats)
     certified_s, _ = measure(lambda: model.encoder.recovered(converged, tokens[fed]), repeats)
     rows = [
